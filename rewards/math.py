@@ -1,0 +1,1321 @@
+r"""Math-answer checking for verifiable rewards: extract a completion's final answer and compare it with the gold.
+
+The reward is the only supervision RL gets, so this module aims for few false negatives, few false positives and a
+hard time bound per item, in any thread or process.
+
+How a check runs:
+
+1. Extraction (`extract_answer`): `<answer>...</answer>`, then `\boxed{}`/`\fbox{}`, then `#### N`, then "the
+   (final) answer is ...", then (lenient mode only) the last number or math block. After a `</think>`, only the text
+   after it is searched first.
+2. Canonicalisation and parsing: unicode (minus signs, digits, superscripts, symbols), LaTeX spacing and styling,
+   `\text{}`, thousands separators, currency, unit words, percent and degree signs, then a small structure: numbers,
+   text, intervals, sets, tuples, lists, `\pm`, equations, with leaves that are numbers, text or expressions.
+3. Fast path: numbers compare exactly as `Fraction`s in pure Python; most GSM8K-style checks end here.
+4. Symbolic path: leaves that need algebra (radicals, pi, variables, matrices, inequalities) are compared with
+   math-verify/sympy in a persistent worker process with a hard deadline (see `_SymbolicPool`); a timeout scores 0.0.
+
+Policies (deliberate choices):
+
+- The last explicit final-answer marker wins over any number after it ("The answer is 12. Then ..." reads 12);
+  several `\boxed{}` next to each other ("\boxed{2} and \boxed{3}") form one list answer.
+- Hedges are wrong: "5 or 6" is the list {5, 6}, which equals only a gold list {5, 6}.
+- `x = 5` equals `5` when the left side is a plain variable (or the gold is not an equation); chains `x = 2+3 = 5`
+  take the last value before any `\approx`.
+- A percentage `p%` stands for both `p` and `p/100`: `50%` equals `50` and `0.5`, but `0.5` does not equal `50`.
+- A decimal with at least 3 places equals a fraction or irrational it correctly rounds (`0.333` = `1/3`,
+  `1.414` = `\sqrt2`); otherwise decimals compare exactly (`0.33` != `1/3`).
+- Units, currency and degree signs are dropped (`5 cm` = `5`, `$1,000` = `1000`, `90^\circ` = `90`); degrees are not
+  converted to radians.
+- Sets and bare lists are order-insensitive; tuples and intervals are order- and bracket-sensitive; a tuple equals a
+  bare list written in the same order.
+- Text answers compare case-, article- and `\text{}`-insensitively.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import re
+import select
+import subprocess
+import sys
+import threading
+import time
+import unicodedata
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import lru_cache
+from typing import Any
+
+from rewards.utils import completion_text
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_S = 2.0
+"""Bound on the time one item may take, extraction and symbolic work included."""
+
+_MAX_TEXT_CHARS = 50_000  # final answers sit at the end: longer completions are searched in their last 50k chars
+_MAX_ANSWER_CHARS = 1_000  # longer extracted answers are compared as text only
+_MAX_SYMBOLIC_CHARS = 400
+_MAX_NESTING = 12
+_MAX_EXPONENT_DIGITS = 400  # 10**400 is instant; a user-written 10**(10**9) is not
+_MAX_SEQUENCE_ITEMS = 32
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Values: what an answer parses into.
+
+
+@dataclass(frozen=True, slots=True)
+class Number:
+    """An exact number; `latex` is the form handed to sympy, `decimals` the places of a written decimal."""
+
+    value: Fraction
+    latex: str
+    decimals: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Infinite:
+    sign: int
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    """A word answer ("Monday", "(C)"), compared case- and article-insensitively."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Expr:
+    """Anything that needs algebra to compare: radicals, pi, variables, matrices, inequalities."""
+
+    latex: str
+
+
+@dataclass(frozen=True, slots=True)
+class Percent:
+    """`p%`: equal to `p` and to `p/100`."""
+
+    plain: Any
+    scaled: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Either:
+    """An ambiguous spelling such as `1,5` (a decimal comma or a list): equal when any reading is."""
+
+    options: tuple
+
+
+@dataclass(frozen=True, slots=True)
+class Sequence:
+    """Brackets and their items: `(1, 2)`, `[0, 1)`, `\\{1, 2\\}`, a bare list `1, 2`, or a union of intervals."""
+
+    opening: str  # "(", "[", "{" (a set), "" (a bare list), "cup" (a union)
+    closing: str
+    items: tuple
+
+    @property
+    def ordered(self) -> bool:
+        return self.opening not in ("", "{", "cup")
+
+
+@dataclass(frozen=True, slots=True)
+class Relation:
+    """An equation chain `lhs = ... = value`; `assignment` when `lhs` is a plain variable such as `x` or `f(3)`."""
+
+    lhs: str
+    value: Any
+    assignment: bool
+    latex: str
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Extraction.
+
+_ANSWER_TAG = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.DOTALL | re.IGNORECASE)
+_BOX_COMMAND = re.compile(r"\\(?:boxed|fbox|framebox)\s*")
+_BOX_SEPARATOR = re.compile(
+    r"(?:\s|[,;&$]|\\[()\[\]]|\\q?quad|\\text\s*\{\s*(?:and|or|,)?\s*\}|\band\b|\bor\b|\\,|\\;|\\ )*", re.IGNORECASE
+)
+_ANSWER_MARKER = re.compile(
+    r"(?:final\s+answer|\banswer)\s*(?:\*\*)?\s*(?:\([^)\n]{0,20}\))?\s*"
+    r"(?:is\s*:?|:|=|will\s+be|would\s+be|should\s+be|comes\s+(?:out\s+)?to)\s*(?:\*\*)?\s*:?",
+    re.IGNORECASE,
+)
+_SENTENCE_END = re.compile(r"[.!?;](?=\s|$)|\n")
+_EXPLANATION = re.compile(
+    r",?\s+(?:since|because|as\s+(?:shown|computed|calculated)|which|so\s+that|where|given|but|therefore|thus|hence|"
+    r"i\.e\.|that\s+is|I\s+hope)\b|\s+\((?=[A-Za-z]{2,}[\s)])[^()]*\)\s*$",
+    re.IGNORECASE,
+)
+_LEADING_PROSE = re.compile(r"^(?:(?!negative\b|minus\b)[A-Za-z][a-z']+\s+)+(?=[-+\d(\[$\\])")
+_COPULA = re.compile(
+    r"\s(?:is|are|was|were|equals|be)\s+(?:equal\s+to\s+|exactly\s+|approximately\s+)?", re.IGNORECASE
+)
+_NUMBER_TOKEN = (
+    r"(?:-|\u2212|negative\s+|minus\s+)?\$?\s?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+(?:\.\d+)?)?"
+    r"(?:\s*(?:%|\\%|percent\b|thousand\b|million\b|billion\b|trillion\b))?"
+)
+_NUMBER_IN_TEXT = re.compile(r"(?<![\w.])" + _NUMBER_TOKEN)
+_LAST_NUMBER = re.compile(r"(?s:.*)(?<![\w.,/\-\u2212])(?<!negative )(?<!minus )(" + _NUMBER_TOKEN + ")")
+_MATH_BLOCK = re.compile(r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)|\$([^$\n]+?)\$", re.DOTALL)
+_MATH_DELIMITERS = re.compile(r"\$\$|\\\[|\\\]|\\\(|\\\)|(?<!\\)\$")
+
+
+def _last_match(pattern: re.Pattern, text: str) -> re.Match | None:
+    match = None
+    for match in pattern.finditer(text):  # noqa: B007  (keeps the last one)
+        pass
+    return match
+
+
+def _balanced(text: str, start: int) -> int:
+    """Index just past the `}` closing the `{` at `start`, or -1."""
+    depth, index, end = 0, start, min(len(text), start + _MAX_TEXT_CHARS)
+    while index < end:
+        char = text[index]
+        if char == "\\":
+            index += 2  # an escaped `\{` or `\}` does not count
+            continue
+        if char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+            if depth == 0:
+                return index + 1
+        index += 1
+    return -1
+
+
+def _boxes(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, content) of every `\\boxed{...}`/`\\fbox{...}` (and `\\boxed 5`) in `text`."""
+    found = []
+    for match in _BOX_COMMAND.finditer(text):
+        start = match.end()
+        if start < len(text) and text[start] == "{":
+            end = _balanced(text, start)
+            if end < 0:
+                continue
+            found.append((match.start(), end, text[start + 1 : end - 1]))
+        else:
+            token = re.match(r"[^\s$]+", text[start:])
+            if token:
+                found.append((match.start(), start + token.end(), token.group()))
+    return found
+
+
+def _last_boxed(text: str) -> str | None:
+    """The last boxed answer; boxes separated only by "and", commas or spacing join into one list answer."""
+    boxes = _boxes(text)
+    if not boxes:
+        return None
+    group = [boxes[-1]]
+    for previous in reversed(boxes[:-1]):
+        between = text[previous[1] : group[0][0]]
+        if _BOX_SEPARATOR.fullmatch(between) is None or len(group) >= _MAX_SEQUENCE_ITEMS:
+            break
+        group.insert(0, previous)
+    contents = [content.strip() for _, _, content in group]
+    return ", ".join(contents) if len(contents) > 1 else contents[0]
+
+
+def _cut_sentence(span: str) -> str:
+    """The span up to the end of its first sentence, keeping a leading display-math block whole."""
+    stripped = span.lstrip(" \t:*\n")
+    for opening, closing in (("$$", "$$"), ("\\[", "\\]")):
+        if stripped.startswith(opening):
+            end = stripped.find(closing, len(opening))
+            if end > 0:
+                return stripped[len(opening) : end]
+    depth = 0
+    in_math = False
+    dollars_delimit_math = stripped.split("\n", 1)[0].count("$") % 2 == 0  # an odd count means currency
+    for index, char in enumerate(stripped):
+        if char == "$" and dollars_delimit_math and stripped[index - 1 : index] != "\\":
+            in_math = not in_math
+        elif char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+        elif not in_math and depth <= 0 and _SENTENCE_END.match(stripped, index):
+            return stripped[:index]
+    return stripped
+
+
+def _reduce_span(span: str) -> str | None:
+    """The answer inside the text that follows a final-answer marker ("... is 34 apples. I hope" -> "34 apples")."""
+    span = _cut_sentence(span[: 4 * _MAX_ANSWER_CHARS])
+    boxed = _last_boxed(span) if "box" in span else None
+    if boxed is not None:
+        return boxed
+    span = _EXPLANATION.split(span, maxsplit=1)[0]
+    span = _MATH_DELIMITERS.sub(" ", span).replace("**", "").strip(" \t\n*`'\".,;:")
+    if not span:
+        return None
+    copulas = list(_COPULA.finditer(span))
+    if copulas and span[copulas[-1].end() :].strip():
+        span = span[copulas[-1].end() :]
+    prose = _LEADING_PROSE.match(span)
+    if prose:
+        span = span[prose.end() :]
+    return span.strip() or None
+
+
+def _fallback_answer(text: str) -> str | None:
+    """Lenient mode: the last number, or the last math block when it ends later and holds LaTeX."""
+    number = _LAST_NUMBER.match(text)
+    number_end = number.end(1) if number else -1
+    if "\\" in text:
+        block = _last_match(_MATH_BLOCK, text)
+        if block is not None and block.end() > number_end:
+            content = next(group for group in block.groups() if group is not None).strip()
+            if "\\" in content or "^" in content:
+                return content
+    return number.group(1).strip() if number else None
+
+
+def _extract(text: str, strict: bool) -> str | None:
+    if "<answer>" in text or "<ANSWER>" in text:
+        tags = _ANSWER_TAG.findall(text)
+        if tags and tags[-1].strip():
+            content = tags[-1].strip()
+            return _extract(content, strict=True) or _reduce_span(content) or content
+    if "box" in text:
+        boxed = _last_boxed(text)
+        if boxed is not None:
+            return boxed
+    hashes = text.rfind("####")
+    if hashes >= 0:
+        answer = _reduce_span(text[hashes + 4 :])
+        if answer:
+            return answer
+    if "nswer" in text or "NSWER" in text:
+        marker = _last_match(_ANSWER_MARKER, text)
+        if marker is not None:
+            answer = _reduce_span(text[marker.end() :])
+            if answer:
+                return answer
+    return None if strict else _fallback_answer(text)
+
+
+def extract_answer(text: str, strict: bool = False) -> str | None:
+    r"""The final answer in `text`, or None when there is none.
+
+    Looks for `<answer>` tags, `\boxed{}`, `#### N` and "the answer is ..." in that order; in lenient mode
+    (`strict=False`) falls back to the last number or math block. Text after a closing `</think>` is searched first.
+    """
+    try:
+        text = text if isinstance(text, str) else str(text)
+        text = text[-_MAX_TEXT_CHARS:]
+        think_end = text.rfind("</think>")
+        if think_end >= 0:
+            answer = _extract(text[think_end + len("</think>") :], strict)
+            if answer is not None:
+                return answer
+        return _extract(text, strict)
+    except Exception:  # a reward must never crash a training step
+        logger.debug("answer extraction failed", exc_info=True)
+        return None
+
+
+def _gold_text(gold: str) -> str | None:
+    """The gold answer: a marked answer if there is one, else the text itself when short, else its last number."""
+    marked = extract_answer(gold, strict=True)
+    if marked is not None:
+        return marked
+    gold = gold.strip()
+    if len(gold) <= 200 and not re.search(r"[.!?]\s+[A-Z]", gold):
+        return gold or None
+    return extract_answer(gold, strict=False)
+
+
+def gold_answer(answer: str | None = None, solution: str | None = None) -> str | None:
+    """The gold answer from a GSM8K rationale (`... #### N`), a LaTeX solution (`\\boxed{}`) or a plain answer."""
+    for source in (answer, solution):
+        if source is not None and str(source).strip():
+            return _gold_text(str(source))
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Canonicalisation: one spelling per answer, so that most comparisons are string or number equality.
+
+_SUPERSCRIPTS = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹⁻⁺", "0123456789-+")
+_SUPERSCRIPT_RUN = re.compile(r"[⁰¹²³⁴⁵⁶⁷⁸⁹⁻⁺]+")
+_SYMBOLS = str.maketrans(
+    {
+        "\u2212": "-",
+        "\u2010": "-",
+        "\u2011": "-",
+        "\u2012": "-",
+        "\u2013": "-",
+        "\u2014": "-",
+        "\ufe63": "-",
+        "\u00d7": r" \times ",
+        "\u22c5": r" \cdot ",
+        "\u00b7": r" \cdot ",
+        "\u2219": r" \cdot ",
+        "\u00f7": "/",
+        "\u2044": "/",
+        "\u2215": "/",
+        "\u221a": r"\sqrt",
+        "\u03c0": r"\pi ",
+        "\u221e": r"\infty ",
+        "\u2264": r" \leq ",
+        "\u2265": r" \geq ",
+        "\u2260": r" \neq ",
+        "\u2248": r" \approx ",
+        "\u00b0": r"^\circ ",
+        "\u00b1": r" \pm ",
+        "\u2213": r" \mp ",
+        "\u222a": r" \cup ",
+        "\u2229": r" \cap ",
+        "\u2208": r" \in ",
+        "\u2205": r"\emptyset ",
+        "\u27e8": "(",
+        "\u27e9": ")",
+        "\u2019": "'",
+        "\u2032": "'",
+        "\u201c": '"',
+        "\u201d": '"',
+        "\u20ac": " ",
+        "\u00a3": " ",
+        "\u00a5": " ",
+        "\u20b9": " ",
+        "\u200b": "",
+        "\ufeff": "",
+    }
+)
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+
+_LATEX_REWRITES = [
+    (re.compile(r"\\(?:left|right)\s*(?:\.|\\?\|)"), ""),
+    (re.compile(r"\\(?:left|right|[bB]igg?[lr]?|displaystyle|textstyle|scriptstyle|limits)(?![a-zA-Z])"), ""),
+    (re.compile(r"\\[dtc]frac(?![a-zA-Z])"), r"\\frac"),
+    (re.compile(r"\\langle(?![a-zA-Z])"), "("),
+    (re.compile(r"\\rangle(?![a-zA-Z])"), ")"),
+    (re.compile(r"\{,\}|,\s*\\!\s*"), ","),
+    (re.compile(r"(?<!\\)\\!"), ""),
+    (re.compile(r"(?<!\\)\\(?:[,;: ]|q?quad(?![a-zA-Z]))|~"), " "),
+    (re.compile(r"\\%|\s*\b(?:percent(?:age)?|per\s+cent|pct)\b"), "%"),
+    (re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\circ(?![a-zA-Z])|\\degree(?![a-zA-Z])"), " degrees"),
+    (re.compile(r"\\(?:dots|ldots|cdots)(?![a-zA-Z])|\.\.\.+"), r" \\ldots "),
+    (re.compile(r"\\(?:le|leqslant|leqq)(?![a-zA-Z])|<="), r" \\leq "),
+    (re.compile(r"\\(?:ge|geqslant|geqq)(?![a-zA-Z])|>="), r" \\geq "),
+    (re.compile(r"\\ne(?![a-zA-Z])|!="), r" \\neq "),
+    (re.compile(r"\\lt(?![a-zA-Z])"), " < "),
+    (re.compile(r"\\gt(?![a-zA-Z])"), " > "),
+    (re.compile(r"\\(?:varnothing|emptyset)(?![a-zA-Z])|\\\{\s*\\\}"), r"\\emptyset"),
+    (re.compile(r"(?<![a-zA-Z\\])(?:infinity|inf|oo)(?![a-zA-Z])|\\infty(?![a-zA-Z])"), r"\\infty"),
+    (re.compile(r"\s*\\(?:pmod\s*\{[^{}]*\}|bmod\s*\d+|mod\s*\d+)|^\s*\\equiv"), ""),
+    (re.compile(r"(?<=[)\]])\s*(?:U|\\cup)\s*(?=[(\[])"), r" \\cup "),
+    (re.compile(r"\\\$|(?<!\\)\$"), " "),
+    (re.compile(r"\*\*|`"), ""),
+    (re.compile(r"\b(?:negative|minus)\s+(?=\d)", re.IGNORECASE), "-"),
+    (re.compile(r"\s*\^\s*"), "^"),
+    (
+        re.compile(r"(?<![\d.(\[{])(-?[1-9]\d{0,2})((?:,\d{3})+)(?![\d,])"),
+        lambda m: m.group(1) + m.group(2).replace(",", ""),
+    ),
+    (
+        re.compile(r"(?<![\d.,])([1-9]\d{0,2})((?: \d{3})+)(?![\d,/])"),
+        lambda m: m.group(1) + m.group(2).replace(" ", ""),
+    ),
+    (re.compile(r"\s+"), " "),
+]
+_TEXT_WRAPPER = re.compile(
+    r"\\(?:text|textbf|textit|textrm|textnormal|textsf|texttt|mathrm|mathbf|mathit|mathsf|mathtt|mathcal|mathbb|"
+    r"boldsymbol|bm|mbox|hbox|emph|operatorname)\s*\{([^{}]*)\}"
+)
+_OUTER_BOX = re.compile(r"^\\(?:boxed|fbox)\s*\{(.*)\}$", re.DOTALL)
+_EDGE_PUNCTUATION = " \t\n.,;:?'\""  # not "!": `5!` is a factorial
+
+
+def _clean_unicode(text: str) -> str:
+    text = _SUPERSCRIPT_RUN.sub(lambda m: "^{" + m.group().translate(_SUPERSCRIPTS) + "}", text)
+    text = unicodedata.normalize("NFKC", text).translate(_SYMBOLS)
+    return _NON_ASCII.sub(lambda m: str(unicodedata.decimal(m.group(), "")) or m.group(), text)
+
+
+def _strip_edges(text: str) -> str:
+    """Drops surrounding punctuation and quotes, keeping the point of a leading decimal (`.5`)."""
+    text = text.rstrip(_EDGE_PUNCTUATION)
+    stripped = text.lstrip(_EDGE_PUNCTUATION)
+    if stripped[:1].isdigit() and text[len(text) - len(stripped) - 1 : len(text) - len(stripped)] == ".":
+        return "." + stripped
+    return stripped
+
+
+def _canonical(answer: str) -> str:
+    """One spelling for an answer: unicode, LaTeX spacing and styling, `$`, thousands separators, punctuation."""
+    text = answer if answer.isascii() else _clean_unicode(answer)
+    for _ in range(3):
+        unwrapped = _TEXT_WRAPPER.sub(r" \1 ", text)
+        if unwrapped == text:
+            break
+        text = unwrapped
+    for pattern, replacement in _LATEX_REWRITES:
+        text = pattern.sub(replacement, text)
+    text = _strip_edges(text)
+    outer = _OUTER_BOX.match(text)
+    if outer and _balanced(text, text.index("{")) == len(text):
+        text = _strip_edges(outer.group(1))
+    return re.sub(r"^(?:=|:|\\approx)\s*", "", text)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Parsing: canonical answer -> value.
+
+_OPENERS = {"(": ")", "[": "]", "{": "}"}
+_SEPARATOR_WORDS = re.compile(r"\s+(?:or|and|&)\s+|\s*,\s*(?:and|or)\s+|\s*;\s*", re.IGNORECASE)
+_RELATION_OPS = re.compile(r"\\(?:leq|geq|neq)(?![a-zA-Z])|(?<![\\{])[<>]")
+_EQUATION_OPS = re.compile(r"=|\\approx(?![a-zA-Z])")
+_ASSIGNABLE = re.compile(
+    r"(?:\\?[A-Za-z]+(?:_\{?[A-Za-z0-9]+\}?)?'*(?:\([A-Za-z0-9, ]*\))?|\([A-Za-z](?:\s*,\s*[A-Za-z])+\))"
+    r"|(?:\\angle|m\\angle)\s*[A-Z]{1,3}"
+)
+_DECIMAL_COMMA = re.compile(r"([+-]?\d+),(\d+)")
+_COMMA = re.compile(r",")
+_UNION = re.compile(r"\\cup(?![a-zA-Z])")
+_MEMBERSHIP = re.compile(r"\\in(?![a-zA-Z])")
+_PLUS_MINUS = re.compile(r"\\(?:pm|mp)(?![a-zA-Z])")
+_SIGN = r"([+-])?\s*"
+_UNSIGNED = r"(\d+(?:\.\d*)?|\.\d+)"
+_SIGNED = r"([+-]?\s*(?:\d+(?:\.\d*)?|\.\d+))"
+_ARG = r"(?:\{\s*" + _SIGNED + r"\s*\}|(\d))"
+_INTEGER = re.compile(r"[+-]?\d+")
+_DECIMAL = re.compile(r"[+-]?(?:\d+\.\d*|\.\d+)")
+_SLASH_FRACTION = re.compile(_SIGN + r"\(?\s*" + _SIGNED + r"\s*\)?\s*/\s*\(?\s*" + _SIGNED + r"\s*\)?")
+_LATEX_FRACTION = re.compile(_SIGN + r"\\frac\s*" + _ARG + r"\s*" + _ARG)
+_MIXED = re.compile(
+    _SIGN + r"(\d+)\s*(?:\\frac\s*\{\s*(\d+)\s*\}\s*\{\s*(\d+)\s*\}|\s(\d+)\s*/\s*(\d+)|\\frac(\d)(\d))"
+)
+_SCIENTIFIC = re.compile(
+    _SIGN
+    + _UNSIGNED
+    + r"\s*(?:[eE]\s*|(?:\\times|\\cdot|\*|x)\s*10\s*\^\s*|(?:\\times|\\cdot|\*|x)\s*10\s*\*\*\s*)"
+    + r"(?:\{\s*([+-]?\d+)\s*\}|\(\s*([+-]?\d+)\s*\)|([+-]?\d+))"
+)
+_POWER = re.compile(_SIGN + r"(\d+)\s*\^\s*(?:\{\s*(\d+)\s*\}|(\d)(?!\d))")
+_LEADING_WORDS = re.compile(
+    r"^(?:(?:approximately|approx\.?|about|around|roughly|nearly|almost|exactly|only|just|a\s+total\s+of|total\s+of|"
+    r"total|usd|us|eur|gbp|inr|rs\.?|\\approx|\\sim)\s*)+",
+    re.IGNORECASE,
+)
+_SCALE_WORDS = {"thousand": 10**3, "million": 10**6, "billion": 10**9, "trillion": 10**12}
+_SCALE = re.compile(r"^(.*?\d)\s*(thousand|million|billion|trillion)\b\s*(.*)$", re.IGNORECASE)
+_UNIT_WORD = r"[A-Za-z][A-Za-z.'/-]*(?:\^\{?[23]\}?)?"
+_SPACED_UNITS = re.compile(r"^(.*?[\d}%])\s+(" + _UNIT_WORD + r"(?:\s+" + _UNIT_WORD + r")*)$")
+_ATTACHED_UNITS = re.compile(
+    r"^(.*?\d)\s*((?:cm|mm|km|m|kg|mg|g|lbs?|oz|ft|in|mi|mph|kph|kmh|km/h|m/s|hrs?|h|mins?|s|secs?|ml|l|L|"
+    r"yds?|sq|sqft|dollars?|cents?|euros?|pounds?|yen|rupees?|degrees?|units?|pcs|days?|years?|weeks?|months?)"
+    r"(?:\^\{?[23]\}?|[23])?\.?)$"
+)
+_NOT_UNITS = {
+    "pi",
+    "e",
+    "i",
+    "x",
+    "y",
+    "z",
+    "n",
+    "k",
+    "a",
+    "b",
+    "c",
+    "d",
+    "t",
+    "r",
+    "sqrt",
+    "ldots",
+    "infty",
+    "or",
+    "and",
+}
+_SIGN_SPACE = re.compile(r"^([+-])\s+")
+_NUMBER_WORDS = {
+    word: value
+    for value, word in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+        "seventeen eighteen nineteen".split()
+    )
+} | {
+    word: 10 * (index + 2)
+    for index, word in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split())
+}
+_WORDS_ONLY = re.compile(r"[A-Za-z][A-Za-z\s'.-]*")
+_ARTICLES = re.compile(r"^(?:the|a|an)\s+")
+_BIG_EXPONENT = re.compile(r"\^\s*[{(]?\s*[+-]?\d{4,}")
+_STACKED_POWER = re.compile(r"\^\s*(?:[\w.]+|\\[A-Za-z]+)\s*\^")
+_FACTORIAL = re.compile(r"(\d+|[)}])\s*!")
+_LONG_NUMBER = re.compile(r"\d{200,}|\d\s*[eE]\s*[+-]?\d{4,}")
+
+
+def _fraction(text: str) -> Fraction:
+    return Fraction(text.replace(" ", ""))
+
+
+def _decimals(text: str) -> int | None:
+    return len(text) - text.index(".") - 1 if "." in text else None
+
+
+def _number(text: str) -> Number | None:
+    """Exact numbers in their usual spellings; None for anything else."""
+    if _INTEGER.fullmatch(text):
+        return Number(Fraction(int(text)), text)
+    if _DECIMAL.fullmatch(text):
+        return Number(Fraction(text), text, _decimals(text))
+    if match := _LATEX_FRACTION.fullmatch(text):
+        sign, numerator, numerator_digit, denominator, denominator_digit = match.groups()
+        value = _fraction(numerator or numerator_digit) / _fraction(denominator or denominator_digit)
+        latex = f"{sign or ''}\\frac{{{numerator or numerator_digit}}}{{{denominator or denominator_digit}}}"
+        return Number(-value if sign == "-" else value, latex)
+    if match := _SLASH_FRACTION.fullmatch(text):
+        sign, numerator, denominator = match.groups()
+        value = _fraction(numerator) / _fraction(denominator)
+        return Number(-value if sign == "-" else value, f"{sign or ''}\\frac{{{numerator}}}{{{denominator}}}")
+    if match := _MIXED.fullmatch(text):
+        sign, whole, *parts = match.groups()
+        numerator, denominator = [part for part in parts if part is not None]
+        if int(numerator) >= int(denominator):
+            return None
+        value = int(whole) + Fraction(int(numerator), int(denominator))
+        latex = f"{sign or ''}({whole}+\\frac{{{numerator}}}{{{denominator}}})"
+        return Number(-value if sign == "-" else value, latex)
+    if match := _SCIENTIFIC.fullmatch(text):
+        sign, mantissa, *exponents = match.groups()
+        exponent = next(part for part in exponents if part is not None)
+        if len(exponent.lstrip("+-")) > 3 or abs(int(exponent)) > _MAX_EXPONENT_DIGITS:
+            return None
+        value = Fraction(mantissa) * Fraction(10) ** int(exponent)
+        return Number(-value if sign == "-" else value, f"{sign or ''}{mantissa}\\times10^{{{exponent}}}")
+    if match := _POWER.fullmatch(text):
+        sign, base, exponent, exponent_digit = match.groups()
+        exponent = exponent or exponent_digit
+        if len(exponent) > 4 or int(exponent) * len(base) > _MAX_EXPONENT_DIGITS:
+            return None
+        value = Fraction(int(base) ** int(exponent))
+        return Number(-value if sign == "-" else value, f"{sign or ''}{base}^{{{exponent}}}")
+    return None
+
+
+def _number_words(text: str) -> Number | None:
+    """ "five", "twenty-one", "negative three", "two hundred and five", "three thousand"."""
+    words = [word for word in re.split(r"[\s-]+", text.lower().strip()) if word != "and"]
+    sign = -1 if words and words[0] in ("negative", "minus") else 1
+    words = words[1:] if sign < 0 else words
+    total = current = 0
+    for word in words:
+        if word in _NUMBER_WORDS:
+            current += _NUMBER_WORDS[word]
+        elif word == "hundred" and current:
+            current *= 100
+        elif word in _SCALE_WORDS and current:
+            total, current = total + current * _SCALE_WORDS[word], 0
+        else:
+            return None
+    if not words:
+        return None
+    value = sign * (total + current)
+    return Number(Fraction(value), str(value))
+
+
+def _strip_trailing_units(text: str) -> str:
+    """ "18 apples" -> "18", "15 cm^2" -> "15", "12kg" -> "12"; words that may be math ("2 pi") stay."""
+    for pattern in (_SPACED_UNITS, _ATTACHED_UNITS):
+        match = pattern.match(text)
+        if match and not (set(match.group(2).lower().split()) & _NOT_UNITS):
+            return match.group(1).strip()
+    return text
+
+
+def _leaf(text: str) -> Any:
+    """A number (possibly a percentage), infinity, text, or an expression for sympy."""
+    core = _LEADING_WORDS.sub("", text).strip()
+    scale = 1
+    if (match := _SCALE.match(core)) and (not match.group(3) or _strip_trailing_units("1 " + match.group(3)) == "1"):
+        core, scale = match.group(1).strip(), _SCALE_WORDS[match.group(2).lower()]
+    else:
+        core = _strip_trailing_units(core)
+    percent = core.endswith("%")
+    if percent:
+        core = _strip_trailing_units(core[:-1].strip())
+    core = _SIGN_SPACE.sub(r"\1", core)
+    number = _number(core)
+    if number is None and _WORDS_ONLY.fullmatch(core):
+        number = _number_words(core)
+    if number is not None:
+        if scale != 1:
+            number = Number(number.value * scale, f"{number.latex}\\times{scale}")
+        if percent:
+            return Percent(number, Number(number.value / 100, f"\\frac{{{number.latex}}}{{100}}"))
+        return number
+    if core in ("\\infty", "+\\infty", "-\\infty"):
+        return Infinite(-1 if core.startswith("-") else 1)
+    if _WORDS_ONLY.fullmatch(text):
+        return Text(_ARTICLES.sub("", text.lower().strip(" .'")))
+    if percent and core and scale == 1:
+        return Percent(Expr(core), Expr(f"\\frac{{{core}}}{{100}}"))
+    return Expr(text)
+
+
+def _split_top_level(text: str, separators: re.Pattern) -> list[str]:
+    """Splits at separators outside any brackets."""
+    parts, depth, start, index = [], 0, 0, 0
+    while index < len(text):
+        char = text[index]
+        if char == "\\" and index + 1 < len(text) and text[index + 1] in "{}":
+            depth += 1 if text[index + 1] == "{" else -1
+            index += 2
+            continue
+        if char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+        elif depth == 0:
+            match = separators.match(text, index)
+            if match and match.end() > index:
+                parts.append(text[start:index])
+                start = index = match.end()
+                continue
+        index += 1
+    parts.append(text[start:])
+    return parts
+
+
+def _enclosing(text: str) -> tuple[str, str, str] | None:
+    """(opening, inner, closing) when one bracket pair encloses all of `text`: `(1, 2]`, `\\{1\\}`."""
+    if text.startswith("\\{") and text.endswith("\\}"):
+        opening, inner, closing = "{", text[2:-2], "}"
+    elif text[:1] in "([" and text[-1:] in ")]":
+        opening, inner, closing = text[0], text[1:-1], text[-1]
+    elif text[:1] == "{" and text[-1:] == "}":
+        opening, inner, closing = "", text[1:-1], ""
+    else:
+        return None
+    depth = 0
+    for char in inner:
+        depth += char in "([{"
+        depth -= char in ")]}"
+        if depth < 0:
+            return None
+    return (opening, inner, closing) if depth == 0 else None
+
+
+def _plus_minus(text: str) -> Any:
+    """`a \\pm b` -> the unordered pair {a + b, a - b}."""
+    parts = _split_top_level(text, _PLUS_MINUS)
+    if len(parts) != 2:
+        return Expr(text)
+    base, offset = parts[0].strip(), parts[1].strip()
+    base_value, offset_value = _leaf(base or "0"), _leaf(offset)
+    if isinstance(base_value, Number) and isinstance(offset_value, Number):
+        items = (
+            Number(base_value.value + offset_value.value, f"{base_value.latex}+{offset_value.latex}"),
+            Number(base_value.value - offset_value.value, f"{base_value.latex}-({offset_value.latex})"),
+        )
+    else:
+        term = offset if re.fullmatch(r"[^+\-]*", offset) else f"({offset})"
+        items = (Expr(f"{base}+{term}" if base else term), Expr(f"{base}-{term}" if base else f"-{term}"))
+    return Sequence("", "", items)
+
+
+def _relation(text: str, depth: int) -> Any:
+    """`x = 5`, `x = 2 + 3 = 5`, `x \\approx 1.41`, `2x + 3 = 7` (kept whole for sympy)."""
+    parts = _split_top_level(text, _EQUATION_OPS)
+    if len(parts) < 2:
+        return None
+    operators = _EQUATION_OPS.findall(text)
+    lhs = parts[0].strip()
+    if not lhs:
+        return _parse(parts[-1], depth + 1)
+    value_index = len(parts) - 1
+    for index in range(len(parts) - 1, 0, -1):
+        if index - 1 < len(operators) and operators[index - 1] == "=":
+            value_index = index
+            break
+    assignment = _ASSIGNABLE.fullmatch(lhs) is not None and len(lhs) <= 24
+    return Relation(lhs.replace(" ", ""), _parse(parts[value_index], depth + 1), assignment, text)
+
+
+def _parse(text: str, depth: int = 0) -> Any:
+    text = _strip_edges(text) if depth else text
+    if depth > _MAX_NESTING or len(text) > _MAX_ANSWER_CHARS:
+        return Text(text)
+    if not text:
+        return Text("")
+    if "\\begin{" in text:  # matrices and arrays: `&` and `\\\\` are not list separators
+        return Expr(text)
+    if text == "\\emptyset":
+        return Sequence("{", "}", ())
+    if (decimal_comma := _DECIMAL_COMMA.fullmatch(text)) and not text.startswith(("+", "-")):
+        whole, fraction_digits = decimal_comma.groups()
+        decimal = _number(f"{whole}.{fraction_digits}")
+        return Either((decimal, Sequence("", "", (_leaf(whole), _leaf(fraction_digits)))))
+    parts = _split_top_level(text, _SEPARATOR_WORDS)
+    if len(parts) == 1:
+        parts = _split_top_level(text, _COMMA)
+    parts = [part for part in parts if part.strip()]
+    if len(parts) > 1:
+        items = tuple(_parse(part, depth + 1) for part in parts[:_MAX_SEQUENCE_ITEMS])
+        return Sequence("", "", _flatten(items))
+    if len(unions := _split_top_level(text, _UNION)) > 1:
+        return Sequence("cup", "cup", tuple(_parse(part, depth + 1) for part in unions[:_MAX_SEQUENCE_ITEMS]))
+    membership = _split_top_level(text, _MEMBERSHIP)
+    if len(membership) == 2:
+        return _parse(membership[1], depth + 1)
+    if _split_top_level(text, _RELATION_OPS)[1:]:
+        return Expr(text)
+    if (relation := _relation(text, depth)) is not None:
+        return relation
+    if len(_split_top_level(text, _PLUS_MINUS)) > 1:
+        return _plus_minus(text)
+    if enclosed := _enclosing(text):
+        opening, inner, closing = enclosed
+        items = [part for part in _split_top_level(inner, _COMMA) if part.strip()]
+        if opening in ("(", "") and len(items) == 1:
+            return _parse(inner, depth + 1)
+        parsed = tuple(_parse(item, depth + 1) for item in items[:_MAX_SEQUENCE_ITEMS])
+        return Sequence(opening, closing, _flatten(parsed) if opening in ("{", "") else parsed)
+    return _leaf(text)
+
+
+def _flatten(items: tuple) -> tuple:
+    """Unordered lists absorb nested bare lists: `x = \\pm 2, 3` -> {2, -2, 3}."""
+    flat = []
+    for item in items:
+        if isinstance(item, Relation) and item.assignment:
+            item = item.value
+        if isinstance(item, Sequence) and item.opening == "":
+            flat.extend(item.items)
+        else:
+            flat.append(item)
+    return tuple(flat)
+
+
+@lru_cache(maxsize=1 << 16)
+def _value(answer: str) -> Any:
+    return _parse(_canonical(answer[:_MAX_ANSWER_CHARS]))
+
+
+@lru_cache(maxsize=1 << 14)
+def _gold_value(gold: str) -> tuple[str | None, Any]:
+    answer = _gold_text(gold)
+    return answer, (_value(answer) if answer is not None else None)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Comparison. Results are True, False, or None ("undecided": needs the symbolic path).
+
+
+def _squash(text: str) -> str:
+    return re.sub(r"\s+|\\(?=[{}])", "", text).lower()
+
+
+def _symbolic_safe(latex: str) -> bool:
+    """Refuses what can stall sympy: long input, deep nesting, huge or stacked powers, big factorials."""
+    if len(latex) > _MAX_SYMBOLIC_CHARS or _BIG_EXPONENT.search(latex) or _STACKED_POWER.search(latex):
+        return False
+    depth = 0
+    for char in latex:
+        depth += char in "({["
+        depth -= char in ")}]"
+        if depth > _MAX_NESTING:
+            return False
+    for index, char in enumerate(latex):
+        if char == "^" and (opening := latex[index + 1 : index + 2]) in ("{", "("):
+            closing = _balanced(latex, index + 1) if opening == "{" else latex.find(")", index)
+            if closing < 0 or "^" in latex[index + 1 : closing] or "!" in latex[index + 1 : closing]:
+                return False
+    for match in _FACTORIAL.finditer(latex):
+        if not match.group(1).isdigit() or int(match.group(1)) > 500:
+            return False
+    return not _LONG_NUMBER.search(latex)
+
+
+def _leaf_latex(value: Any) -> str | None:
+    if isinstance(value, Number):
+        return value.latex
+    if isinstance(value, Expr):
+        return value.latex
+    return None
+
+
+def _numbers_equal(pred: Number, gold: Number) -> bool:
+    if pred.value == gold.value:
+        return True
+    for approximate, exact in ((pred, gold), (gold, pred)):
+        if approximate.decimals is not None and approximate.decimals >= 3 and exact.decimals is None:
+            if abs(exact.value - approximate.value) * 2 * 10**approximate.decimals <= 1:
+                return True
+    return False
+
+
+def _fast_leaf_equal(pred: Any, gold: Any) -> bool | None:
+    if isinstance(pred, Number) and isinstance(gold, Number):
+        return _numbers_equal(pred, gold)
+    if isinstance(pred, Infinite) or isinstance(gold, Infinite):
+        return isinstance(pred, Infinite) and isinstance(gold, Infinite) and pred.sign == gold.sign
+    if isinstance(pred, Text) or isinstance(gold, Text):
+        pred_text = pred.text if isinstance(pred, Text) else _leaf_latex(pred) or ""
+        gold_text = gold.text if isinstance(gold, Text) else _leaf_latex(gold) or ""
+        return _squash(pred_text) == _squash(gold_text)
+    pred_latex, gold_latex = _leaf_latex(pred), _leaf_latex(gold)
+    if pred_latex is None or gold_latex is None:
+        return False
+    if _squash(pred_latex) == _squash(gold_latex):
+        return True
+    if not (_symbolic_safe(pred_latex) and _symbolic_safe(gold_latex)):
+        return False
+    return None
+
+
+def _all(results: list[bool | None]) -> bool | None:
+    if any(result is False for result in results):
+        return False
+    return None if any(result is None for result in results) else True
+
+
+def _any(results: list[bool | None]) -> bool | None:
+    if any(result is True for result in results):
+        return True
+    return None if any(result is None for result in results) else False
+
+
+def _match_unordered(pred: tuple, gold: tuple, leaf_equal) -> bool | None:
+    """Multiset equality under `_compare`; a perfect matching is searched by augmenting paths."""
+    if len(pred) != len(gold):
+        return False
+    table = [[_compare(p, g, leaf_equal) for g in gold] for p in pred]
+
+    def perfect(accept_undecided: bool) -> bool:
+        owner: dict[int, int] = {}
+
+        def augment(row: int, seen: set[int]) -> bool:
+            for column, result in enumerate(table[row]):
+                if column in seen or not (result is True or (accept_undecided and result is None)):
+                    continue
+                seen.add(column)
+                if column not in owner or augment(owner[column], seen):
+                    owner[column] = row
+                    return True
+            return False
+
+        return all(augment(row, set()) for row in range(len(pred)))
+
+    if perfect(accept_undecided=False):
+        return True
+    return None if perfect(accept_undecided=True) else False
+
+
+def _compare(pred: Any, gold: Any, leaf_equal) -> bool | None:
+    """Structural equality; `leaf_equal` compares leaves (fast: numbers only; symbolic: sympy too)."""
+    if isinstance(gold, Either):
+        return _any([_compare(pred, option, leaf_equal) for option in gold.options])
+    if isinstance(pred, Either):
+        return _any([_compare(option, gold, leaf_equal) for option in pred.options])
+    if isinstance(gold, Percent) and isinstance(pred, Percent):
+        return _compare(pred.plain, gold.plain, leaf_equal)
+    if isinstance(gold, Percent):
+        return _any([_compare(pred, gold.plain, leaf_equal), _compare(pred, gold.scaled, leaf_equal)])
+    if isinstance(pred, Percent):
+        return _any([_compare(pred.plain, gold, leaf_equal), _compare(pred.scaled, gold, leaf_equal)])
+    if isinstance(pred, Relation) and isinstance(gold, Relation):
+        if pred.assignment and gold.assignment:
+            return pred.lhs == gold.lhs and _compare(pred.value, gold.value, leaf_equal)
+        if _squash(pred.latex) == _squash(gold.latex):
+            return True
+        return leaf_equal(Expr(pred.latex), Expr(gold.latex))
+    if isinstance(pred, Relation):
+        return _compare(pred.value, gold, leaf_equal)
+    if isinstance(gold, Relation):
+        return _compare(pred, gold.value, leaf_equal) if gold.assignment else False
+    if isinstance(pred, Sequence) or isinstance(gold, Sequence):
+        return _compare_sequences(pred, gold, leaf_equal)
+    return leaf_equal(pred, gold)
+
+
+def _compare_sequences(pred: Any, gold: Any, leaf_equal) -> bool | None:
+    if not isinstance(pred, Sequence):
+        pred, gold = gold, pred
+    if not isinstance(gold, Sequence):
+        if pred.opening in ("", "{") and len(pred.items) == 1:
+            return _compare(pred.items[0], gold, leaf_equal)
+        return False
+    if len(pred.items) != len(gold.items):
+        return False
+    if not pred.ordered and not gold.ordered:
+        if (pred.opening == "cup") != (gold.opening == "cup"):
+            return False
+        return _match_unordered(pred.items, gold.items, leaf_equal)
+    if pred.ordered and gold.ordered:
+        if (pred.opening, pred.closing) != (gold.opening, gold.closing):
+            return False
+    elif {pred.opening, gold.opening} != {"(", ""}:
+        return False
+    return _all([_compare(p, g, leaf_equal) for p, g in zip(pred.items, gold.items, strict=True)])
+
+
+def _symbolic_leaf_equal(pred: Any, gold: Any) -> bool:
+    """Leaf equality with sympy (through math-verify's LaTeX parser), under the same policies as the fast path."""
+    if isinstance(pred, (Text, Infinite)) or isinstance(gold, (Text, Infinite)):
+        return bool(_fast_leaf_equal(pred, gold))
+    pred_latex, gold_latex = _leaf_latex(pred), _leaf_latex(gold)
+    if pred_latex is None or gold_latex is None or not (_symbolic_safe(pred_latex) and _symbolic_safe(gold_latex)):
+        return False
+    if _squash(pred_latex) == _squash(gold_latex):
+        return True
+    import sympy
+    from math_verify import verify
+
+    pred_expr, gold_expr = _sympy_parse(pred_latex), _sympy_parse(gold_latex)
+    if pred_expr is None or gold_expr is None:
+        return False
+    for approximate, approximate_latex, exact in (
+        (pred_expr, pred_latex, gold_expr),
+        (gold_expr, gold_latex, pred_expr),
+    ):
+        places = _decimals(approximate_latex) if _DECIMAL.fullmatch(approximate_latex) else None
+        other_is_decimal = _DECIMAL.fullmatch(gold_latex if exact is gold_expr else pred_latex) is not None
+        if places is not None and places >= 3 and not other_is_decimal and getattr(exact, "is_number", False):
+            error = sympy.Abs(sympy.N(exact - approximate, 30))
+            if error.is_number and 2 * error * 10**places <= 1 + sympy.Rational(1, 10**12):
+                return True
+    return bool(verify(gold_expr, pred_expr, timeout_seconds=None, strict=True))
+
+
+@lru_cache(maxsize=4096)
+def _sympy_parse(latex: str) -> Any:
+    """sympy form of a leaf: written decimals stay exact rationals; the rest goes through math-verify's parser."""
+    import sympy
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
+
+    if _DECIMAL.fullmatch(latex) or _INTEGER.fullmatch(latex):
+        return sympy.Rational(latex)
+    parsed = parse(f"${latex}$", [LatexExtractionConfig(), ExprExtractionConfig()], parsing_timeout=None)
+    return parsed[0] if parsed and not isinstance(parsed[0], str) else None
+
+
+def _symbolic_equivalent(pred: str, gold: str) -> bool:
+    """The full comparison with sympy for undecided leaves; runs inside a worker process."""
+
+    def leaf_equal(p: Any, g: Any) -> bool:
+        fast = _fast_leaf_equal(p, g)
+        return fast if fast is not None else _symbolic_leaf_equal(p, g)
+
+    return bool(_compare(_value(pred), _value(gold), leaf_equal))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The symbolic worker pool: a hard deadline in any thread or process, without signals.
+
+
+class _SymbolicWorker:
+    """A `python` child that imports sympy/math-verify once and answers one comparison per line of stdin."""
+
+    def __init__(self) -> None:
+        package_dir = os.path.dirname(os.path.abspath(__file__))
+        boot = (
+            "import sys, types\n"
+            f"sys.path.insert(0, {os.path.dirname(package_dir)!r})\n"
+            "package = types.ModuleType('rewards')\n"
+            f"package.__path__ = [{package_dir!r}]\n"
+            "sys.modules['rewards'] = package\n"
+            "from rewards.math import _serve_symbolic_requests\n"
+            "_serve_symbolic_requests()\n"
+        )
+        # A fresh interpreter (not a fork of a large trainer); its own session keeps Ctrl-C and job control away.
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", boot],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            close_fds=True,
+            start_new_session=True,
+        )
+        self.ready = False
+        self._buffer = b""
+
+    def _read_line(self, deadline: float) -> bytes | None:
+        stdout = self.process.stdout
+        assert stdout is not None
+        poller = select.poll()
+        poller.register(stdout.fileno(), select.POLLIN)
+        while b"\n" not in self._buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not poller.poll(remaining * 1000):
+                return None
+            chunk = os.read(stdout.fileno(), 1 << 16)
+            if not chunk:
+                return None
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line
+
+    def wait_ready(self, deadline: float) -> bool:
+        if not self.ready:
+            self.ready = self._read_line(deadline) == b"ready"
+        return self.ready
+
+    def compare(self, pred: str, gold: str, deadline: float) -> bool | None:
+        """The worker's verdict, or None when it missed the deadline or died (the caller then kills it)."""
+        stdin = self.process.stdin
+        assert stdin is not None
+        try:
+            stdin.write(json.dumps([pred, gold]).encode() + b"\n")
+            stdin.flush()
+        except OSError:
+            return None
+        line = self._read_line(deadline)
+        return None if line is None else bool(json.loads(line))
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        try:
+            self.process.kill()
+            self.process.wait(timeout=5)
+        except Exception:  # already gone
+            logger.debug("could not reap a symbolic worker", exc_info=True)
+
+
+class _SymbolicPool:
+    """Idle workers shared by all threads of this process; a worker that misses a deadline is killed and replaced.
+
+    Started lazily on the first comparison that needs sympy. After a fork (dataloader workers) the child starts its
+    own workers instead of sharing the parent's pipes.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: list[_SymbolicWorker] = []
+        self._pid = os.getpid()
+        self._warned = False
+        self._failed_starts = 0
+
+    def _reset_after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self._idle = []
+        self._pid = os.getpid()
+
+    def _acquire(self) -> _SymbolicWorker:
+        with self._lock:
+            if self._pid != os.getpid():
+                self._reset_after_fork()
+            while self._idle:
+                worker = self._idle.pop()
+                if worker.alive():
+                    return worker
+                worker.kill()
+        return _SymbolicWorker()
+
+    def _release(self, worker: _SymbolicWorker) -> None:
+        with self._lock:
+            if self._pid == os.getpid():
+                self._idle.append(worker)
+
+    def _replace(self, worker: _SymbolicWorker) -> None:
+        worker.kill()
+        self._release(_SymbolicWorker())  # starts importing now, so that the next item finds it ready
+
+    def compare(self, pred: str, gold: str, deadline: float) -> bool:
+        if self._failed_starts >= _MAX_FAILED_STARTS:
+            return False
+        worker = self._acquire()
+        if not worker.wait_ready(deadline):
+            if worker.alive():
+                self._release(worker)
+                self._warn("a symbolic worker was not ready in time; the item scores 0.0")
+            else:
+                worker.kill()
+                self._failed_starts += 1
+                self._warn("a symbolic worker failed to start (is math-verify installed?); such items score 0.0")
+            return False
+        self._failed_starts = 0
+        verdict = worker.compare(pred, gold, deadline)
+        if verdict is None:
+            self._replace(worker)
+            return False
+        self._release(worker)
+        return verdict
+
+    def _warn(self, message: str) -> None:
+        if not self._warned:
+            self._warned = True
+            logger.warning(message)
+
+    def close(self) -> None:
+        with self._lock:
+            workers, self._idle = self._idle, []
+        if self._pid == os.getpid():
+            for worker in workers:
+                worker.kill()
+
+
+_MAX_FAILED_STARTS = 3
+_POOL = _SymbolicPool()
+atexit.register(_POOL.close)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_POOL._reset_after_fork)
+
+
+def _serve_symbolic_requests() -> None:
+    """Worker main loop: one JSON `[pred, gold]` per line in, one JSON verdict per line out."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        limit = 4 << 30
+        if hard == resource.RLIM_INFINITY or hard > limit:
+            resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    except (ImportError, ValueError, OSError):
+        pass
+    logging.disable(logging.WARNING)
+    import math_verify  # noqa: F401  (import once, before announcing readiness)
+
+    _sympy_parse("1")
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    for line in sys.stdin:
+        try:
+            pred, gold = json.loads(line)
+            verdict = _symbolic_equivalent(pred, gold)
+        except Exception:
+            verdict = False
+        sys.stdout.write("true\n" if verdict else "false\n")
+        sys.stdout.flush()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Public API.
+
+_SYMBOLIC_CACHE: dict[tuple[str, str], bool] = {}
+
+
+def _as_answer(text: str) -> str:
+    """Accepts a bare answer or a text holding a marked one ("The answer is 5", `\\boxed{5}`)."""
+    if any(marker in text for marker in ("box", "####", "<answer>", "nswer")):
+        return extract_answer(text, strict=True) or text
+    return text
+
+
+def _equivalent(pred: str, gold: str, gold_value: Any, deadline: float) -> bool:
+    verdict = _compare(_value(pred), gold_value, _fast_leaf_equal)
+    if verdict is not None:
+        return verdict
+    key = (pred[:_MAX_ANSWER_CHARS], gold[:_MAX_ANSWER_CHARS])
+    if key not in _SYMBOLIC_CACHE:
+        verdict = _POOL.compare(key[0], key[1], deadline)
+        if time.monotonic() < deadline:  # a timeout is not a verdict: do not cache it
+            if len(_SYMBOLIC_CACHE) > 1 << 16:
+                _SYMBOLIC_CACHE.clear()
+            _SYMBOLIC_CACHE[key] = verdict
+        return verdict
+    return _SYMBOLIC_CACHE[key]
+
+
+def is_equivalent(pred: str, gold: str, timeout: float = DEFAULT_TIMEOUT_S) -> bool:
+    r"""True when `pred` and `gold` denote the same answer (`0.5` = `\frac12` = `50%`, `x = 5` = `5`, ...).
+
+    Never raises; returns False when the comparison needs longer than `timeout` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    try:
+        pred, gold = _as_answer(str(pred)), _as_answer(str(gold))
+        return _equivalent(pred, gold, _value(gold), deadline)
+    except Exception:
+        logger.debug("answer comparison failed", exc_info=True)
+        return False
+
+
+class MathAnswerReward:
+    """A picklable TRL reward function: 1.0 when the completion's final answer equals the gold, 0.0 when not, None
+    for rows without a gold answer.
+
+    TRL passes every dataset column as a keyword argument; the gold comes from `gold_column`, or, when that is None,
+    from `answer` (a GSM8K rationale ending in `#### N`) and then `solution` (LaTeX or plain). Completions may be
+    strings or chat messages.
+    """
+
+    def __init__(
+        self,
+        gold_column: str | None = None,
+        strict: bool = False,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        name: str = "math_answer_reward",
+    ) -> None:
+        self.gold_column = gold_column
+        self.strict = strict
+        self.timeout = timeout
+        self.__name__ = name
+
+    def _golds(self, count: int, columns: dict) -> list:
+        names = [self.gold_column] if self.gold_column else ["answer", "solution"]
+        golds = []
+        for index in range(count):
+            gold = None
+            for name in names:
+                column = columns.get(name)
+                if column is not None and index < len(column) and column[index] is not None:
+                    if str(column[index]).strip():
+                        gold = str(column[index])
+                        break
+            golds.append(gold)
+        return golds
+
+    def score(self, completion: Any, gold: str | None) -> float | None:
+        """The reward for one completion."""
+        if gold is None:
+            return None
+        deadline = time.monotonic() + self.timeout
+        try:
+            gold_text, gold_value = _gold_value(gold)
+            if gold_text is None:
+                return None
+            pred = extract_answer(completion_text(completion), strict=self.strict)
+            if pred is None:
+                return 0.0
+            return 1.0 if _equivalent(pred, gold_text, gold_value, deadline) else 0.0
+        except Exception:
+            logger.debug("math reward failed on one item", exc_info=True)
+            return 0.0
+
+    def __call__(self, completions: list, **kwargs) -> list[float | None]:
+        golds = self._golds(len(completions), kwargs)
+        return [self.score(completion, gold) for completion, gold in zip(completions, golds, strict=True)]
+
+
+def make_math_answer_reward(
+    gold_column: str | None = None,
+    strict: bool = False,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    name: str | None = None,
+) -> MathAnswerReward:
+    """A math reward reading the gold from `gold_column`; `strict` turns off the last-number fallback.
+
+    The returned object is picklable and carries a `__name__` (default `math_answer_reward[_<column>][_strict]`), which
+    TRL uses to label its logs.
+    """
+    if name is None:
+        name = "math_answer_reward" + (f"_{gold_column}" if gold_column else "") + ("_strict" if strict else "")
+    return MathAnswerReward(gold_column=gold_column, strict=strict, timeout=timeout, name=name)
+
+
+_DEFAULT_REWARD = MathAnswerReward()
+
+
+def math_answer_reward(completions: list, answer: list | None = None, solution: list | None = None, **kwargs):
+    """1.0 when the completion's final answer equals the gold answer, 0.0 when not, None for rows with no gold.
+
+    TRL reward-function signature: `completions` are strings or chat-message lists; the gold comes from the
+    `answer` (GSM8K rationale ending in `#### N`) or `solution` (LaTeX or plain) dataset column. Extra keyword
+    arguments (other columns, `trainer_state`, ...) are ignored.
+    """
+    return _DEFAULT_REWARD(completions, answer=answer, solution=solution)
