@@ -1,0 +1,429 @@
+"""Executor for untrusted code: fork-server workers in long-lived bwrap jails, started once, talked to over pipes.
+
+The trainer never forks per sample (a fork of a multi-GiB trainer costs ~0.17 s): it starts one jailed worker per
+slot, and each worker forks every untrusted run into fresh namespaces (see `worker.py`). Layers, all on by default:
+
+- jail: bwrap with its own pid/net/IPC/UTS namespaces, a read-only view of /usr and of this Python's install (nothing
+  else of the host: no /home, /root, /work, /etc), empty environment, a dedicated uid per slot when started as root,
+  a size-capped private /tmp and no visible /proc;
+- per-run namespaces: user, pid (the run is pid 1: everything it starts dies with it), network (no interface at all,
+  not even loopback), IPC, UTS;
+- per-run rlimits: CPU, address space, file size, open files, processes, no core files; plus a wall-clock SIGKILL and
+  capped output, enforced by the worker;
+- backstop, where cgroups are writable (root, or a delegated cgroup v2 subtree): a memory cap without swap and a
+  process cap around each worker's jail, for what per-process rlimits cannot bound (many processes, each under
+  RLIMIT_AS). Without it a warning is logged and the rlimits stand alone.
+
+Host requirements: `bwrap` (Debian/Ubuntu: `apt-get install bubblewrap`) and user namespaces (`unshare -U true` works;
+Debian/Ubuntu may need `sysctl -w kernel.unprivileged_userns_clone=1`, Ubuntu 24.04 also
+`sysctl -w kernel.apparmor_restrict_unprivileged_userns=0`; containers need a seccomp profile that allows
+`unshare`/`clone` with namespace flags). Without them the executor refuses to start (fail closed); running untrusted
+code unsandboxed needs an explicit opt-in: `allow_unsandboxed=True` or `TRL_EXT_ALLOW_UNSANDBOXED=1`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import queue
+import select
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from rewards.sandbox.worker import encode_frame
+
+logger = logging.getLogger(__name__)
+
+UNSANDBOXED_ENV = "TRL_EXT_ALLOW_UNSANDBOXED"
+SLOT_UID_BASE = 1_300_000_000  # when started as root, slot i runs as this uid + i (unused by any account)
+START_TIMEOUT_S = 30.0
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+WORKER_PATH = Path(__file__).with_name("worker.py")
+JAIL_WORKER_PATH = "/sandbox/worker.py"
+
+
+class SandboxUnavailable(RuntimeError):
+    """The sandbox cannot start on this host; the message says what to install or enable."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Isolation:
+    """Which isolation layers are on. Anything short of all of them needs the unsandboxed opt-in."""
+
+    jail: bool = True
+    sample_namespaces: bool = True
+    sample_network: bool = True
+    rlimits: bool = True
+
+    @property
+    def full(self) -> bool:
+        return self.jail and self.sample_namespaces and self.sample_network and self.rlimits
+
+    def describe(self) -> str:
+        off = [field.name for field in dataclasses.fields(self) if not getattr(self, field.name)]
+        return "full isolation" if not off else "WITHOUT " + ", ".join(off)
+
+
+FULL_ISOLATION = Isolation()
+NO_ISOLATION = Isolation(jail=False, sample_namespaces=False, sample_network=False, rlimits=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """Per-run limits. Python runs and test runs use `timeout`/`memory`; compiler runs the `compile_*` pair."""
+
+    timeout: float = 5.0  # wall-clock seconds; the CPU rlimit is this + 1 s
+    memory: int = 1 << 30  # address space (RLIMIT_AS), bytes
+    file_size: int = 16 << 20  # largest file a run may write, bytes
+    open_files: int = 64
+    processes: int = 64  # processes of the run's own user namespace
+    max_output: int = 1 << 20  # captured stdout / results channel, bytes; past it the run is killed
+    compile_timeout: float = 20.0
+    compile_memory: int = 2 << 30
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            if not getattr(self, field.name) > 0:
+                raise ValueError(f"Limits.{field.name} must be positive, got {getattr(self, field.name)!r}")
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def default_workers() -> int:
+    """Cores available to this process, divided among the local ranks of a distributed run."""
+    cores = len(os.sched_getaffinity(0))
+    return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+
+
+def unsandboxed_opt_in(allow_unsandboxed: bool | None) -> bool:
+    if allow_unsandboxed is not None:
+        return allow_unsandboxed
+    return os.environ.get(UNSANDBOXED_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def _warn_unsandboxed(isolation: Isolation, why: str) -> None:
+    message = (
+        f"\n{'!' * 100}\n!!! RUNNING UNTRUSTED MODEL-WRITTEN CODE {isolation.describe().upper()} ({why}).\n"
+        "!!! It can read your files and secrets, reach the network and outlive its sample. Use only on a "
+        f"throwaway machine.\n{'!' * 100}"
+    )
+    logger.warning(message)
+
+
+def _own_cgroup(controller: str) -> str:
+    """This process's cgroup path for a v1 controller, or for the v2 hierarchy (controller "")."""
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controller in controllers.split(",") if controller else not controllers:
+            return path.lstrip("/")
+    raise OSError(f"no {controller or 'v2'} cgroup in /proc/self/cgroup")
+
+
+class Backstop:
+    """A cgroup around one worker's jail: memory (no swap) and process caps. Raises OSError where not writable."""
+
+    def __init__(self, name: str, memory: int, processes: int):
+        if (CGROUP_ROOT / "cgroup.controllers").exists():  # cgroup v2
+            groups = [(CGROUP_ROOT / _own_cgroup("") / name, {"memory.max": memory, "pids.max": processes},
+                       {"memory.swap.max": 0})]  # fmt: skip
+        else:  # cgroup v1, one hierarchy per controller
+            groups = [
+                (CGROUP_ROOT / "memory" / _own_cgroup("memory") / name, {"memory.limit_in_bytes": memory},
+                 {"memory.memsw.limit_in_bytes": memory}),
+                (CGROUP_ROOT / "pids" / _own_cgroup("pids") / name, {"pids.max": processes}, {}),
+            ]  # fmt: skip
+        self.directories: list[Path] = []
+        try:
+            for directory, required, optional in groups:
+                directory.mkdir()
+                self.directories.append(directory)
+                for setting, value in required.items():
+                    (directory / setting).write_text(str(value))
+                for setting, value in optional.items():  # swap accounting may be off: then there is no swap to cap
+                    if (directory / setting).exists():
+                        (directory / setting).write_text(str(value))
+        except OSError:
+            self.remove()
+            raise
+
+    def wrap(self, argv: list[str]) -> list[str]:
+        """`argv`, started through a shell that first moves itself into the cgroups (so nothing escapes them)."""
+        script = 'for f do [ "$f" = -- ] && break; echo $$ > "$f" || exit 1; shift; done; shift; exec "$@"'
+        procs = [str(directory / "cgroup.procs") for directory in self.directories]
+        return ["/bin/sh", "-c", script, "sh", *procs, "--", *argv]
+
+    def remove(self) -> None:
+        for directory in reversed(self.directories):
+            for _ in range(50):  # the jail's processes take a moment to go after the kill
+                try:
+                    directory.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.02)
+        self.directories = []
+
+
+class _Worker:
+    """One slot: a jailed fork-server process and the pipes to it."""
+
+    def __init__(self, slot: int, argv: list[str], backstop: Backstop | None):
+        self.slot = slot
+        self.backstop = backstop
+        if backstop:
+            argv = backstop.wrap(argv)
+        self.process = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0, close_fds=True, env=_jail_environment()
+        )
+        self._buffer = b""
+        hello = self.receive(time.monotonic() + START_TIMEOUT_S)
+        if not hello or not hello.get("ready"):
+            self.kill()
+            detail = (hello or {}).get("error", "no answer")
+            raise SandboxUnavailable(f"sandbox worker did not start: {detail}")
+
+    def receive(self, deadline: float) -> dict | None:
+        """The next frame, or None if the worker died, garbled its answer or missed the deadline."""
+        fd = self.process.stdout.fileno()
+        while True:
+            if len(self._buffer) >= 4:
+                size = int.from_bytes(self._buffer[:4], "big")
+                if len(self._buffer) >= 4 + size:
+                    body, self._buffer = self._buffer[4 : 4 + size], self._buffer[4 + size :]
+                    try:
+                        return json.loads(body)
+                    except ValueError:
+                        return None
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                return None
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                return None
+            self._buffer += chunk
+
+    def request(self, job: dict, deadline: float) -> dict | None:
+        try:
+            self.process.stdin.write(encode_frame(job))
+        except OSError:
+            return None
+        return self.receive(deadline)
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        self.process.stdin.close()
+        self.process.stdout.close()
+        if self.backstop:
+            self.backstop.remove()
+
+
+def _jail_environment() -> dict[str, str]:
+    """bwrap itself gets only PATH; the jail starts from an empty environment (`--clearenv`)."""
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+
+
+class Sandbox:
+    """A pool of jailed fork-server workers; `run(job)` is thread-safe and blocks until a worker answers.
+
+    Args:
+        workers: parallel workers; default: the cores of this process (per local rank).
+        isolation: layers to use; weaker than full needs `allow_unsandboxed`.
+        allow_unsandboxed: permit weaker isolation, and fall back to none when the jail cannot start, each time with
+            a loud warning. Default: the `TRL_EXT_ALLOW_UNSANDBOXED` environment variable.
+        scratch_bytes: size of each worker's private /tmp (shared by the runs of that worker, wiped after each).
+        worker_memory, worker_processes: the cgroup backstop around each worker's jail, where cgroups are writable.
+    """
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        isolation: Isolation = FULL_ISOLATION,
+        *,
+        allow_unsandboxed: bool | None = None,
+        scratch_bytes: int = 256 << 20,
+        worker_memory: int = 4 << 30,
+        worker_processes: int = 1024,
+    ):
+        self.workers = workers or default_workers()
+        self.isolation = isolation
+        self.allow_unsandboxed = unsandboxed_opt_in(allow_unsandboxed)
+        self.scratch_bytes = scratch_bytes
+        self.worker_memory = worker_memory
+        self.worker_processes = worker_processes
+        self.backstop_available: bool | None = None  # unknown until the first worker starts
+        if not isolation.full:
+            if not self.allow_unsandboxed:
+                raise SandboxUnavailable(
+                    f"refusing to run untrusted code {isolation.describe()}: pass allow_unsandboxed=True or set "
+                    f"{UNSANDBOXED_ENV}=1 to opt in"
+                )
+            _warn_unsandboxed(isolation, "requested")
+        self._idle: queue.Queue[_Worker | int] = queue.Queue()
+        self._lock = threading.Lock()
+        self._started = False
+        self.infra_failures = 0
+
+    def start(self) -> Sandbox:
+        """Start every worker now (before the trainer grows large or touches CUDA); raises SandboxUnavailable."""
+        with self._lock:
+            if self._started:
+                return self
+            try:
+                first = self._spawn(0)
+            except SandboxUnavailable as error:
+                if not (self.allow_unsandboxed and self.isolation.jail):
+                    raise
+                self.isolation = NO_ISOLATION
+                _warn_unsandboxed(self.isolation, f"fallback: {error}")
+                first = self._spawn(0)
+            self._idle.put(first)
+            for slot in range(1, self.workers):
+                self._idle.put(self._spawn(slot))
+            self._started = True
+        return self
+
+    def run(self, job: dict, timeout: float) -> dict | None:
+        """Send `job` to a free worker; its response, or None on an infrastructure failure (never a false score).
+
+        `timeout` bounds the whole job on the trusted side; the worker enforces the per-run limits itself.
+        """
+        self.start()
+        worker = self._idle.get()
+        try:
+            if isinstance(worker, int):  # a slot whose worker died: restart it
+                worker = self._spawn(worker)
+            response = worker.request(job, time.monotonic() + timeout)
+            if response is None:
+                logger.error("sandbox worker %d died or stalled; restarting it", worker.slot)
+                worker.kill()
+                worker = worker.slot
+            elif "infra" in response:
+                logger.error("sandbox infrastructure failure: %s", response["infra"])
+                response = None
+        except SandboxUnavailable as error:
+            logger.error("%s", error)
+            response = None
+        finally:
+            self._idle.put(worker)
+        if response is None or any(run.get("infra") for run in response["runs"]):
+            with self._lock:
+                self.infra_failures += 1
+            return None
+        return response
+
+    def close(self) -> None:
+        with self._lock:
+            while not self._idle.empty():
+                worker = self._idle.get()
+                if isinstance(worker, _Worker):
+                    worker.kill()
+            self._started = False
+
+    def _spawn(self, slot: int) -> _Worker:
+        config = {
+            "jail": self.isolation.jail,
+            "uid": SLOT_UID_BASE + slot if os.geteuid() == 0 else None,
+            "sample_namespaces": self.isolation.sample_namespaces,
+            "network": self.isolation.sample_network,
+            "rlimits": self.isolation.rlimits,
+            "scratch_bytes": self.scratch_bytes,
+            "scratch_inodes": 4096,
+        }
+        if self.isolation.jail:
+            argv = jail_argv(json.dumps(config))
+        else:
+            argv = [python_executable(), "-I", "-S", "-B", str(WORKER_PATH), json.dumps(config)]
+        try:
+            return _Worker(slot, argv, self._backstop(slot))
+        except OSError as error:
+            raise SandboxUnavailable(f"cannot start the sandbox worker: {error}") from None
+
+    def _backstop(self, slot: int) -> Backstop | None:
+        if self.backstop_available is False:
+            return None
+        try:
+            backstop = Backstop(f"trl-ext-sandbox-{os.getpid()}-{slot}", self.worker_memory, self.worker_processes)
+        except OSError as error:
+            logger.warning(
+                "no cgroup backstop for the code sandbox (%s): each run is still bounded by its rlimits, but its "
+                "processes together may use up to processes x memory. Run as root or in a delegated cgroup v2 "
+                "subtree, or under a container memory limit.",
+                error,
+            )
+            self.backstop_available = False
+            return None
+        self.backstop_available = True
+        return backstop
+
+
+def python_executable() -> str:
+    """The real interpreter behind this (maybe virtual) environment; the jail shows its install read-only."""
+    return os.path.realpath(getattr(sys, "_base_executable", sys.executable))
+
+
+def jail_argv(config_json: str) -> list[str]:
+    """The bwrap command line for one worker."""
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        raise SandboxUnavailable(
+            "bubblewrap (`bwrap`) is not installed; install it (Debian/Ubuntu: `apt-get install bubblewrap`), or opt "
+            f"in to running model-written code unsandboxed with {UNSANDBOXED_ENV}=1"
+        )
+    python = python_executable()
+    argv = [bwrap, "--ro-bind", "/usr", "/usr"]
+    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        target = os.readlink(f"/{name}") if os.path.islink(f"/{name}") else None
+        if target:
+            argv += ["--symlink", target, f"/{name}"]
+        elif os.path.isdir(f"/{name}"):
+            argv += ["--ro-bind", f"/{name}", f"/{name}"]
+    install = Path(sys.base_prefix).resolve()
+    if not install.is_relative_to("/usr"):
+        for parent in reversed(install.parents[:-1]):  # parents made traversable: /root itself may be 0700
+            argv += ["--perms", "0755", "--dir", str(parent)]
+        argv += ["--ro-bind", str(install), str(install)]
+    argv += [
+        "--ro-bind", str(WORKER_PATH), JAIL_WORKER_PATH,
+        "--proc", "/proc", "--dev", "/dev", "--dir", "/tmp",
+        "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
+        "--die-with-parent", "--new-session", "--clearenv",
+        "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "LANG", "C.UTF-8",
+        "--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp", "--chdir", "/tmp",
+    ]  # fmt: skip
+    if os.geteuid() == 0:  # no user namespace at the jail level; the worker drops to its slot uid itself
+        argv += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    else:
+        argv += ["--unshare-user"]
+    return argv + [python, "-I", "-S", "-B", JAIL_WORKER_PATH, config_json]
+
+
+_shared: Sandbox | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_sandbox() -> Sandbox:
+    """The process-wide sandbox used by the reward functions (configure it first with `configure_sandbox`)."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = Sandbox()
+        return _shared
+
+
+def configure_sandbox(**kwargs) -> Sandbox:
+    """Replace the process-wide sandbox (arguments as for `Sandbox`) and start it; call early in a training script."""
+    global _shared
+    with _shared_lock:
+        if _shared is not None:
+            _shared.close()
+        _shared = Sandbox(**kwargs)
+    return _shared.start()
