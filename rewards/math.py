@@ -144,11 +144,12 @@ _BOX_SEPARATOR = re.compile(
     r"(?:\s|[,;&$]|\\[()\[\]]|\\q?quad|\\text\s*\{\s*(?:and|or|,)?\s*\}|\band\b|\bor\b|\\,|\\;|\\ )*", re.IGNORECASE
 )
 _ANSWER_MARKER = re.compile(
-    r"(?:final\s+answer|\banswer)\s*(?:\*\*)?\s*(?:\([^)\n]{0,20}\))?\s*"
+    r"answer\s*(?:\*\*)?\s*(?:\([^)\n]{0,20}\))?\s*"
     r"(?:is\s*:?|:|=|will\s+be|would\s+be|should\s+be|comes\s+(?:out\s+)?to)\s*(?:\*\*)?\s*:?",
     re.IGNORECASE,
 )
 _SENTENCE_END = re.compile(r"[.!?;](?=\s|$)|\n")
+_SIMPLE_SPAN = re.compile(r"[ \t]*(\$?-?\d[\d,]*(?:\.\d+)?)[ \t]*(?:[.!;](?=\s|$)|\n|$)")
 _EXPLANATION = re.compile(
     r",?\s+(?:since|because|as\s+(?:shown|computed|calculated)|which|so\s+that|where|given|but|therefore|thus|hence|"
     r"i\.e\.|that\s+is|I\s+hope)\b|\s+\((?=[A-Za-z]{2,}[\s)])[^()]*\)\s*$",
@@ -159,11 +160,12 @@ _COPULA = re.compile(
     r"\s(?:is|are|was|were|equals|be)\s+(?:equal\s+to\s+|exactly\s+|approximately\s+)?", re.IGNORECASE
 )
 _NUMBER_TOKEN = (
-    r"(?:-|\u2212|negative\s+|minus\s+)?\$?\s?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+(?:\.\d+)?)?"
+    r"(?:-|\u2212|negative\s+|minus\s+)?\$?\s?(?:\d{1,3}(?: \d{3})+(?![\d,])|\d[\d,]*)"
+    r"(?:\.\d+)?(?:\s*/\s*\d+(?:\.\d+)?)?"
     r"(?:\s*(?:%|\\%|percent\b|thousand\b|million\b|billion\b|trillion\b))?"
 )
 _NUMBER_IN_TEXT = re.compile(r"(?<![\w.])" + _NUMBER_TOKEN)
-_LAST_NUMBER = re.compile(r"(?s:.*)(?<![\w.,/\-\u2212])(?<!negative )(?<!minus )(" + _NUMBER_TOKEN + ")")
+_LAST_NUMBER = re.compile(r"(?s:.*)(?<![\w.,/\-\u2212])(?<!\d )(?<!negative )(?<!minus )(" + _NUMBER_TOKEN + ")")
 _MATH_BLOCK = re.compile(r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)|\$([^$\n]+?)\$", re.DOTALL)
 _MATH_DELIMITERS = re.compile(r"\$\$|\\\[|\\\]|\\\(|\\\)|(?<!\\)\$")
 
@@ -233,9 +235,13 @@ def _cut_sentence(span: str) -> str:
             end = stripped.find(closing, len(opening))
             if end > 0:
                 return stripped[len(opening) : end]
+    first_line = stripped.split("\n", 1)[0]
+    if "$" not in first_line and "{" not in first_line:
+        end = _SENTENCE_END.search(first_line)
+        return first_line[: end.start()] if end else first_line
     depth = 0
     in_math = False
-    dollars_delimit_math = stripped.split("\n", 1)[0].count("$") % 2 == 0  # an odd count means currency
+    dollars_delimit_math = first_line.count("$") % 2 == 0  # an odd count means currency
     for index, char in enumerate(stripped):
         if char == "$" and dollars_delimit_math and stripped[index - 1 : index] != "\\":
             in_math = not in_math
@@ -250,6 +256,8 @@ def _cut_sentence(span: str) -> str:
 
 def _reduce_span(span: str) -> str | None:
     """The answer inside the text that follows a final-answer marker ("... is 34 apples. I hope" -> "34 apples")."""
+    if simple := _SIMPLE_SPAN.match(span):  # the common "#### 18" / "is 18." in one step
+        return simple.group(1)
     span = _cut_sentence(span[: 4 * _MAX_ANSWER_CHARS])
     boxed = _last_boxed(span) if "box" in span else None
     if boxed is not None:
@@ -280,6 +288,19 @@ def _fallback_answer(text: str) -> str | None:
     return number.group(1).strip() if number else None
 
 
+def _after_last_marker(text: str) -> str | None:
+    """The answer after the last "answer is"/"answer:" ("final answer is" included); occurrences are scanned from the
+    end so that long completions cost one `lower()` and a few anchored matches."""
+    lowered = text.lower()
+    end = len(lowered)
+    while (position := lowered.rfind("answer", 0, end)) >= 0:
+        marker = _ANSWER_MARKER.match(text, position)
+        if marker is not None and (position == 0 or not lowered[position - 1].isalpha()):
+            return _reduce_span(text[marker.end() :])
+        end = position
+    return None
+
+
 def _extract(text: str, strict: bool) -> str | None:
     if "<answer>" in text or "<ANSWER>" in text:
         tags = _ANSWER_TAG.findall(text)
@@ -296,11 +317,9 @@ def _extract(text: str, strict: bool) -> str | None:
         if answer:
             return answer
     if "nswer" in text or "NSWER" in text:
-        marker = _last_match(_ANSWER_MARKER, text)
-        if marker is not None:
-            answer = _reduce_span(text[marker.end() :])
-            if answer:
-                return answer
+        answer = _after_last_marker(text)
+        if answer:
+            return answer
     return None if strict else _fallback_answer(text)
 
 
@@ -566,7 +585,14 @@ def _decimals(text: str) -> int | None:
 
 
 def _number(text: str) -> Number | None:
-    """Exact numbers in their usual spellings; None for anything else."""
+    """Exact numbers in their usual spellings; None for anything else (including `1/0` and 5000-digit integers)."""
+    try:
+        return _parse_number(text)
+    except (ZeroDivisionError, ValueError):
+        return None
+
+
+def _parse_number(text: str) -> Number | None:
     if _INTEGER.fullmatch(text):
         return Number(Fraction(int(text)), text)
     if _DECIMAL.fullmatch(text):
@@ -1063,17 +1089,22 @@ class _SymbolicWorker:
             self.ready = self._read_line(deadline) == b"ready"
         return self.ready
 
-    def compare(self, pred: str, gold: str, deadline: float) -> bool | None:
-        """The worker's verdict, or None when it missed the deadline or died (the caller then kills it)."""
+    def compare(self, pred: str, gold: str, timeout: float) -> tuple[bool | None, bool]:
+        """(verdict or None when out of time, whether the worker is still usable).
+
+        The worker interrupts its own computation a little before `timeout` and answers None; if it has not answered
+        by `timeout` (stuck in C code, or dead), it is unusable and the caller kills it.
+        """
         stdin = self.process.stdin
         assert stdin is not None
+        deadline = time.monotonic() + timeout
         try:
-            stdin.write(json.dumps([pred, gold]).encode() + b"\n")
+            stdin.write(json.dumps([pred, gold, timeout * _WORKER_TIMEOUT_SHARE]).encode() + b"\n")
             stdin.flush()
         except OSError:
-            return None
+            return None, False
         line = self._read_line(deadline)
-        return None if line is None else bool(json.loads(line))
+        return (None, False) if line is None else (json.loads(line), True)
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -1089,8 +1120,8 @@ class _SymbolicWorker:
 class _SymbolicPool:
     """Idle workers shared by all threads of this process; a worker that misses a deadline is killed and replaced.
 
-    Started lazily on the first comparison that needs sympy. After a fork (dataloader workers) the child starts its
-    own workers instead of sharing the parent's pipes.
+    Started lazily on the first comparison that needs sympy; one worker per concurrently comparing thread, plus one
+    spare. After a fork (dataloader workers) the child starts its own workers instead of sharing the parent's pipes.
     """
 
     def __init__(self) -> None:
@@ -1106,15 +1137,21 @@ class _SymbolicPool:
         self._pid = os.getpid()
 
     def _acquire(self) -> _SymbolicWorker:
+        """An idle worker (the one started longest ago), leaving a spare behind: when a worker is killed for a
+        timeout, the next item then finds one already started instead of waiting for an interpreter to boot."""
         with self._lock:
             if self._pid != os.getpid():
                 self._reset_after_fork()
-            while self._idle:
-                worker = self._idle.pop()
-                if worker.alive():
-                    return worker
-                worker.kill()
-        return _SymbolicWorker()
+            worker = None
+            while self._idle and worker is None:
+                worker = self._idle.pop(0)
+                if not worker.alive():
+                    worker.kill()
+                    worker = None
+            needs_spare = not self._idle
+        if needs_spare:
+            self._release(_SymbolicWorker())
+        return worker if worker is not None else _SymbolicWorker()
 
     def _release(self, worker: _SymbolicWorker) -> None:
         with self._lock:
@@ -1123,27 +1160,32 @@ class _SymbolicPool:
 
     def _replace(self, worker: _SymbolicWorker) -> None:
         worker.kill()
-        self._release(_SymbolicWorker())  # starts importing now, so that the next item finds it ready
+        with self._lock:
+            needs_spare = not self._idle
+        if needs_spare:
+            self._release(_SymbolicWorker())
 
-    def compare(self, pred: str, gold: str, deadline: float) -> bool:
+    def compare(self, pred: str, gold: str, timeout: float) -> bool | None:
+        """The verdict, or None when the comparison ran out of time or no worker could start.
+
+        `timeout` bounds the comparison itself; waiting for a worker to start (about a second, the first time in a
+        process and after a timeout, when the replacement is not ready yet) is not charged to it, so that a cold
+        start never turns a right answer into a 0.0.
+        """
         if self._failed_starts >= _MAX_FAILED_STARTS:
-            return False
+            return None
         worker = self._acquire()
-        if not worker.wait_ready(deadline):
-            if worker.alive():
-                self._release(worker)
-                self._warn("a symbolic worker was not ready in time; the item scores 0.0")
-            else:
-                worker.kill()
-                self._failed_starts += 1
-                self._warn("a symbolic worker failed to start (is math-verify installed?); such items score 0.0")
-            return False
+        if not worker.wait_ready(time.monotonic() + _STARTUP_TIMEOUT_S):
+            worker.kill()
+            self._failed_starts += 1
+            self._warn("a symbolic worker failed to start (is math-verify installed?); such items score 0.0")
+            return None
         self._failed_starts = 0
-        verdict = worker.compare(pred, gold, deadline)
-        if verdict is None:
+        verdict, usable = worker.compare(pred, gold, timeout)
+        if usable:
+            self._release(worker)
+        else:
             self._replace(worker)
-            return False
-        self._release(worker)
         return verdict
 
     def _warn(self, message: str) -> None:
@@ -1160,36 +1202,60 @@ class _SymbolicPool:
 
 
 _MAX_FAILED_STARTS = 3
+_WORKER_TIMEOUT_SHARE = 0.9  # the worker stops itself at 90% of the budget, leaving the rest for the reply
+_STARTUP_TIMEOUT_S = 60.0
 _POOL = _SymbolicPool()
 atexit.register(_POOL.close)
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_POOL._reset_after_fork)
 
 
+class _Interrupted(BaseException):
+    """Raised by the worker's own timer; a BaseException, so that `except Exception` in libraries cannot swallow it."""
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise _Interrupted
+
+
 def _serve_symbolic_requests() -> None:
-    """Worker main loop: one JSON `[pred, gold]` per line in, one JSON verdict per line out."""
+    """Worker main loop: one JSON `[pred, gold, seconds]` per line in, one JSON verdict (`null`: out of time) out.
+
+    The worker runs in its own process's main thread, so a `setitimer` alarm can interrupt sympy between bytecodes;
+    the parent's kill is left for computations stuck in C code. Memory is capped so a runaway expression fails alone.
+    """
     try:
         import resource
 
-        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
         limit = 4 << 30
         if hard == resource.RLIM_INFINITY or hard > limit:
             resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
     except (ImportError, ValueError, OSError):
         pass
+    import signal
+
     logging.disable(logging.WARNING)
     import math_verify  # noqa: F401  (import once, before announcing readiness)
 
     _sympy_parse("1")
+    signal.signal(signal.SIGALRM, _interrupt)
     sys.stdout.write("ready\n")
     sys.stdout.flush()
     for line in sys.stdin:
+        verdict: bool | None = False
         try:
-            pred, gold = json.loads(line)
-            verdict = _symbolic_equivalent(pred, gold)
+            try:
+                pred, gold, seconds = json.loads(line)
+                signal.setitimer(signal.ITIMER_REAL, max(float(seconds), 1e-3))
+                verdict = _symbolic_equivalent(pred, gold)
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        except _Interrupted:
+            verdict = None
         except Exception:
             verdict = False
-        sys.stdout.write("true\n" if verdict else "false\n")
+        sys.stdout.write(json.dumps(verdict) + "\n")
         sys.stdout.flush()
 
 
@@ -1211,14 +1277,16 @@ def _equivalent(pred: str, gold: str, gold_value: Any, deadline: float) -> bool:
     if verdict is not None:
         return verdict
     key = (pred[:_MAX_ANSWER_CHARS], gold[:_MAX_ANSWER_CHARS])
-    if key not in _SYMBOLIC_CACHE:
-        verdict = _POOL.compare(key[0], key[1], deadline)
-        if time.monotonic() < deadline:  # a timeout is not a verdict: do not cache it
-            if len(_SYMBOLIC_CACHE) > 1 << 16:
-                _SYMBOLIC_CACHE.clear()
-            _SYMBOLIC_CACHE[key] = verdict
-        return verdict
-    return _SYMBOLIC_CACHE[key]
+    if key in _SYMBOLIC_CACHE:
+        return _SYMBOLIC_CACHE[key]
+    remaining = deadline - time.monotonic()
+    verdict = _POOL.compare(key[0], key[1], remaining) if remaining > 0 else None
+    if verdict is None:  # out of time: 0.0, and not cached, since it is no verdict
+        return False
+    if len(_SYMBOLIC_CACHE) > 1 << 16:
+        _SYMBOLIC_CACHE.clear()
+    _SYMBOLIC_CACHE[key] = verdict
+    return verdict
 
 
 def is_equivalent(pred: str, gold: str, timeout: float = DEFAULT_TIMEOUT_S) -> bool:

@@ -1,0 +1,281 @@
+"""Tests for `rewards.math`: the hand-labelled case table, TRL integration, fast/symbolic agreement, time bounds."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import multiprocessing
+import pickle
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rewards import make_math_answer_reward, math_answer_reward
+from rewards.math import (
+    DEFAULT_TIMEOUT_S,
+    MathAnswerReward,
+    _compare,
+    _fast_leaf_equal,
+    _symbolic_leaf_equal,
+    _value,
+    extract_answer,
+    gold_answer,
+    is_equivalent,
+)
+
+DATA = Path(__file__).parent / "data"
+GSM8K_TEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "test.jsonl"
+SLOW_SYMBOLIC = r"\sum_{k=1}^{999} k^{999}"  # passes the guards; sympy needs ~15 s for it
+TIME_SLACK_S = 0.5  # scheduling noise on a shared machine
+
+
+def _load_cases() -> list[tuple]:
+    spec = importlib.util.spec_from_file_location("math_cases", DATA / "math_cases.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.CASES
+
+
+CASES = _load_cases()
+
+
+def _score(kind: str, text, gold: str) -> float | None:
+    if kind == "pred":
+        return float(is_equivalent(text, gold))
+    return math_answer_reward([text], **{kind: [gold]})[0]
+
+
+@pytest.fixture(scope="module")
+def warm_pool() -> None:
+    """Starts the symbolic worker once, so that per-call timings measure checking, not interpreter start-up."""
+    assert is_equivalent(r"\sqrt{7}", r"\sqrt{7}+0")
+    time.sleep(1.0)  # lets the spare worker finish starting too
+
+
+def test_case_table_is_large_and_labelled() -> None:
+    assert len(CASES) >= 300
+    assert {kind for kind, *_ in CASES} == {"pred", "answer", "solution"}
+    assert all(label in (0, 1) for *_, label, _ in CASES)
+    assert 0.3 < sum(label for *_, label, _ in CASES) / len(CASES) < 0.8
+
+
+def test_case_table_accuracy_and_time_bound(warm_pool) -> None:
+    wrong, slow = [], []
+    for kind, text, gold, label, category in CASES:
+        start = time.perf_counter()
+        score = _score(kind, text, gold)
+        elapsed = time.perf_counter() - start
+        if score != label:
+            wrong.append((category, str(text)[:80], gold[-40:], score, label))
+        if elapsed > DEFAULT_TIMEOUT_S + TIME_SLACK_S:
+            slow.append((category, str(text)[:80], round(elapsed, 2)))
+    accuracy = 1 - len(wrong) / len(CASES)
+    assert accuracy >= 0.995, f"accuracy {accuracy:.4f}; wrong: {wrong}"
+    assert not slow, slow
+
+
+@pytest.mark.parametrize(
+    ("text", "answer"),
+    [
+        ("so 9 * 2 = 18\n#### 18", "18"),
+        ("The answer is 5 apples.", "5 apples"),
+        (r"The final answer is $\boxed{\frac{1}{2}}$.", r"\frac{1}{2}"),
+        (r"\boxed{2} and \boxed{3}", "2, 3"),
+        ("<think>maybe 3</think><answer>5</answer>", "5"),
+        ("<think>\\boxed{3}</think> The answer is 4.", "4"),
+        ("He has 12 - 4 = 8 marbles left.", "8"),
+        ("#### 1\n#### 2", "2"),
+        ("The answer is 12. Then 3 more arrive.", "12"),
+        (r"Thus $x = \frac{1}{2}$.", r"x = \frac{1}{2}"),
+        ("no numbers here", None),
+    ],
+)
+def test_extract_answer(text: str, answer: str | None) -> None:
+    assert extract_answer(text) == answer
+
+
+def test_strict_mode_needs_a_marker() -> None:
+    assert extract_answer("She has 18 apples.", strict=True) is None
+    assert extract_answer("She has 18 apples.\n#### 18", strict=True) == "18"
+    strict_reward = make_math_answer_reward(strict=True)
+    assert strict_reward(["She has 18 apples."], answer=["#### 18"]) == [0.0]
+    assert math_answer_reward(["She has 18 apples."], answer=["#### 18"]) == [1.0]
+
+
+def test_gold_answer_sources() -> None:
+    assert gold_answer(answer="She makes 9 * 2 = $18.\n#### 18") == "18"
+    assert gold_answer(solution=r"Hence $\boxed{\frac{14}{3}}$.") == r"\frac{14}{3}"
+    assert gold_answer(solution=r"$x^2+1$") == "$x^2+1$"
+    assert gold_answer(answer=None, solution=None) is None
+    assert gold_answer(answer="  ") is None
+
+
+def test_reward_signature_used_by_the_grpo_recipe() -> None:
+    completions = ["9 * 2 = 18\n#### 18", "#### 17", "no answer", "#### 5"]
+    golds = ["#### 18", "#### 18", "#### 18", None]
+    assert math_answer_reward(completions, answer=golds) == [1.0, 0.0, 0.0, None]
+
+
+def test_reward_accepts_trl_keyword_arguments() -> None:
+    logged = {}
+    rewards = math_answer_reward(
+        prompts=["q1", "q2"],
+        completions=[[{"role": "assistant", "content": r"\boxed{3}"}], [{"role": "assistant", "content": "4"}]],
+        completion_ids=[[1, 2], [3]],
+        solution=["3", "5"],
+        question=["q1", "q2"],
+        trainer_state=object(),
+        log_extra=lambda name, values: logged.setdefault(name, values),
+        log_metric=lambda name, value: None,
+    )
+    assert rewards == [1.0, 0.0]
+
+
+def test_reward_prefers_answer_column_then_solution() -> None:
+    assert math_answer_reward(["#### 7", "#### 7"], answer=["#### 7", None], solution=["8", "7"]) == [1.0, 1.0]
+
+
+def test_named_gold_column_factory() -> None:
+    reward = make_math_answer_reward(gold_column="final_answer")
+    assert reward.__name__ == "math_answer_reward_final_answer"
+    assert reward(["The answer is 0.5"], final_answer=[r"\frac{1}{2}"], answer=["#### 9"]) == [1.0]
+    assert reward(["The answer is 0.5"], answer=["#### 0.5"]) == [None]
+    assert make_math_answer_reward(name="acc").__name__ == "acc"
+
+
+def test_reward_functions_work_with_trl_naming_and_pickling() -> None:
+    from trl.trainer.utils import get_callable_name
+
+    reward = make_math_answer_reward(gold_column="target", strict=True)
+    assert get_callable_name(math_answer_reward) == "math_answer_reward"
+    assert get_callable_name(reward) == "math_answer_reward_target_strict"
+    restored = pickle.loads(pickle.dumps(reward))
+    assert isinstance(restored, MathAnswerReward) and restored.__name__ == reward.__name__
+    assert restored(["#### 4"], target=["4"]) == [1.0]
+    assert pickle.loads(pickle.dumps(math_answer_reward)) is math_answer_reward
+
+
+def test_reward_never_raises_on_odd_inputs() -> None:
+    completions = [None, 12, {"content": None}, [], [{"role": "assistant"}], b"#### 3", "#### 3"]
+    rewards = math_answer_reward(completions, answer=["#### 3"] * len(completions))
+    assert len(rewards) == len(completions)
+    assert all(reward in (0.0, 1.0) for reward in rewards)
+    assert rewards[-1] == 1.0
+
+
+def _gsm8k_pairs(limit: int) -> list[tuple[str, str]]:
+    """GSM8K golds and plausible predictions: the same number spelled differently, and off-by-one."""
+    pairs = []
+    with GSM8K_TEST.open() as lines:
+        for line in list(lines)[:limit]:
+            gold = json.loads(line)["answer"].rsplit("####", 1)[1].strip()
+            number = int(gold.replace(",", ""))
+            pairs += [(f"{number:,}", gold), (f"${number}.00", gold), (f"{number + 1}", gold), (f"{number}%", gold)]
+    return pairs
+
+
+@pytest.mark.skipif(not GSM8K_TEST.exists(), reason="needs ../shared/data/gsm8k/test.jsonl")
+def test_fast_path_agrees_with_symbolic_path() -> None:
+    """Wherever the fast path decides, comparing every leaf with sympy instead gives the same verdict."""
+    pairs = [(text, gold) for kind, text, gold, *_ in CASES if kind == "pred"] + _gsm8k_pairs(150)
+    decided = 0
+    for pred, gold in pairs:
+        pred_value, gold_value = _value(pred), _value(gold)
+        fast = _compare(pred_value, gold_value, _fast_leaf_equal)
+        if fast is None:
+            continue
+        decided += 1
+        symbolic = _compare(pred_value, gold_value, _symbolic_leaf_equal)
+        assert bool(symbolic) == fast, (pred, gold, fast, symbolic)
+    assert decided > 700
+
+
+def test_symbolic_timeout_in_main_thread(warm_pool) -> None:
+    for timeout in (0.5, 1.0):
+        start = time.perf_counter()
+        assert is_equivalent(SLOW_SYMBOLIC, "1", timeout=timeout) is False
+        assert time.perf_counter() - start < timeout + TIME_SLACK_S
+    start = time.perf_counter()
+    assert is_equivalent(r"\frac{\sqrt{3}}{2}", r"\frac{1}{2}\sqrt{3}")  # the worker survived its timeout
+    assert time.perf_counter() - start < DEFAULT_TIMEOUT_S
+
+
+def test_timeout_in_worker_threads(warm_pool) -> None:
+    reward = make_math_answer_reward(timeout=1.0)
+
+    def check(index: int) -> tuple[float | None, float]:
+        start = time.perf_counter()
+        if index % 2:
+            score = reward([rf"\boxed{{{SLOW_SYMBOLIC}}}"], solution=["1"])[0]
+        else:
+            score = reward([rf"\boxed{{\sqrt{{{index + 2}}}}}"], solution=[rf"\sqrt{{{index + 2}}}+0"])[0]
+        return score, time.perf_counter() - start
+
+    with ThreadPoolExecutor(max_workers=3) as threads:
+        list(threads.map(check, range(3)))  # starts one worker per thread
+        results = list(threads.map(check, range(6)))
+    assert [score for score, _ in results] == [1.0, 0.0] * 3
+    assert max(elapsed for _, elapsed in results) < 1.0 + TIME_SLACK_S
+
+
+def test_worker_stuck_past_the_deadline_is_replaced(warm_pool) -> None:
+    from rewards.math import _POOL
+
+    # A budget too small for any reply: the worker is treated as stuck, killed, and a spare takes over.
+    assert _POOL.compare(r"\sqrt{2}", r"\sqrt{2}+0", 1e-4) is None
+    start = time.perf_counter()
+    assert is_equivalent(r"\sqrt{11}", r"\sqrt{11}+0")
+    assert time.perf_counter() - start < DEFAULT_TIMEOUT_S
+
+
+def _check_in_child(queue) -> None:
+    queue.put(
+        (
+            is_equivalent(r"\frac{\sqrt{3}}{2}", r"\frac{1}{2}\sqrt{3}"),
+            math_answer_reward(["#### 1,000", r"\boxed{\frac12}"], answer=["#### 1000", None], solution=[None, "0.5"]),
+        )
+    )
+
+
+@pytest.mark.parametrize("start_method", ["spawn", "fork"])
+def test_works_in_daemonic_worker_processes(warm_pool, start_method: str) -> None:
+    """Like a DataLoader worker: a daemonic child (forked ones inherit the parent's pool) still checks symbolically."""
+    context = multiprocessing.get_context(start_method)
+    queue = context.Queue()
+    child = context.Process(target=_check_in_child, args=(queue,), daemon=True)
+    child.start()
+    result = queue.get(timeout=60)
+    child.join(timeout=10)
+    assert result == (True, [1.0, 1.0])
+
+
+def test_works_in_a_process_pool() -> None:
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        results = pool.starmap(
+            math_answer_reward, [(["#### 18"], ["#### 18"]), ([r"\boxed{2\sqrt{2}}"], None, [r"\sqrt{8}"])]
+        )
+    assert results == [[1.0], [1.0]]
+
+
+_MATH_PIECES = st.sampled_from(
+    ["0", "7", "42", "1,000", ".", "-", "+", "/", "^", "{", "}", "(", ")", "[", "]", " ", "$", "%", "=", ",", "x", "!"]
+    + [r"\frac", r"\boxed{", r"\sqrt", r"\pi", r"\pm", r"\infty", r"\cup", r"\{", r"\}", "####", "answer is ", "e"]
+)
+_MATHY_TEXT = st.lists(_MATH_PIECES, max_size=40).map("".join)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.one_of(st.text(max_size=300), _MATHY_TEXT), gold=st.one_of(st.text(max_size=40), _MATHY_TEXT))
+def test_never_raises_and_stays_within_time_bound(warm_pool, text: str, gold: str) -> None:
+    answer = extract_answer(text)
+    assert answer is None or isinstance(answer, str)
+    start = time.perf_counter()
+    assert isinstance(is_equivalent(text, gold, timeout=1.0), bool)
+    assert time.perf_counter() - start < 1.0 + TIME_SLACK_S
+    start = time.perf_counter()
+    assert math_answer_reward([text], answer=[gold])[0] in (0.0, 1.0, None)
+    assert time.perf_counter() - start < DEFAULT_TIMEOUT_S + TIME_SLACK_S
