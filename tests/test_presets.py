@@ -11,7 +11,7 @@ from trl import DPOConfig, GRPOConfig, ModelConfig, SFTConfig, get_peft_config, 
 
 from trl_ext.memory import GIB
 from trl_ext.platform import Platform
-from trl_ext.presets import PRESETS, auto_order, for_platform, resolve_preset
+from trl_ext.presets import PRESETS, auto_order, estimate_run, for_platform, resolve_preset
 
 QWEN25_05B = dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
                   num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True)  # fmt: skip
@@ -243,3 +243,28 @@ def test_to_dict_carries_the_estimate(model_dir):
     summary = resolve_preset("auto", model_dir(QWEN25_05B), "grpo", gpu(24)).to_dict()
     assert summary["name"] == "full-80gb" and summary["estimated_peak_gib"] > 1
     json.dumps(summary)
+
+
+@pytest.mark.parametrize(
+    "name, method, config_class",
+    [("lora-24gb", "grpo", GRPOConfig), ("full-48gb", "grpo", GRPOConfig), ("qlora-8gb", "sft", SFTConfig),
+     ("full-24gb", "dpo", DPOConfig)],
+)  # fmt: skip
+def test_estimate_of_the_configured_run_matches_the_preset(model_dir, name, method, config_class):
+    platform = gpu(48)
+    path = model_dir(QWEN25_05B)
+    preset = resolve_preset(name, path, method, platform)
+    training_args, model_args = configs(config_class)
+    preset.apply(training_args, model_args, explicit=set())
+    assert estimate_run(path, method, training_args, model_args, platform) == preset.estimate
+
+
+def test_estimate_of_the_configured_run_follows_user_values(model_dir):
+    platform = gpu(24)
+    path = model_dir(QWEN25_05B)
+    preset = resolve_preset("full-24gb", path, "grpo", platform)
+    training_args, model_args = configs(max_completion_length=2048, beta=0.04)
+    preset.apply(training_args, model_args, explicit={"max_completion_length", "beta"})
+    estimate = estimate_run(path, "grpo", training_args, model_args, platform)
+    assert estimate.breakdown["reference_model"] == estimate.breakdown["weights"]  # beta > 0: a frozen copy
+    assert estimate.peak_bytes > preset.estimate.peak_bytes

@@ -63,7 +63,8 @@ def _run_env(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"platform": platform.to_dict(), "accelerate_config": config, "preset": preset.to_dict()}))
         return 0
-    runtime = f"{platform.backend.upper()} {platform.runtime_version}" if platform.runtime_version else "CPU"
+    backend = {"cuda": "CUDA", "rocm": "ROCm", "cpu": "CPU"}[platform.backend]
+    runtime = f"{backend} {platform.runtime_version}" if platform.runtime_version else backend
     lines = [
         f"backend:            {runtime} (torch {platform.torch_version})",
         f"device:             {platform.device_name}" + (f" x {platform.device_count}" if platform.is_gpu else ""),
@@ -79,7 +80,7 @@ def _run_env(args: argparse.Namespace) -> int:
         f"accelerate config:  {config or 'none (CPU: one process, trl-ext launch passes --cpu)'}",
     ]
     if platform.single_device_only and platform.is_gpu:
-        lines.append("multi-GPU:          unavailable (one device; RCCL does not support gfx1151)")
+        lines.append("multi-GPU:          unavailable (an APU is one device; RCCL does not support gfx1151)")
     if platform.backend == "rocm":
         lines.append(f"environment:        {config_path('rocm', 'single_gpu').parent / 'rocm.env'}")
     target = f"{args.model}, {args.method}" if args.model else f"embedded default model, {args.method}"

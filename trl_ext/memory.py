@@ -38,8 +38,9 @@ RUNTIME_OVERHEAD = int(0.8 * GIB)
 FRAGMENTATION = 0.10
 # vLLM's activations, sampler and CUDA graphs on top of its weights and KV cache.
 VLLM_OVERHEAD = int(1.5 * GIB)
-# TRL's fused LM head scores 4096 tokens x 32768 vocabulary entries per tile (trl/kernels/chunked_logprob.py).
-LM_HEAD_TILE = 4096 * 32768
+# TRL's fused LM head projects up to 4096 tokens onto 32768 vocabulary entries at a time, into one reused buffer
+# (trl/kernels/chunked_logprob.py).
+LM_HEAD_TOKENS, LM_HEAD_VOCAB = 4096, 32768
 
 
 @dataclass(frozen=True)
@@ -304,12 +305,13 @@ def vllm_min_utilization(shape: ModelShape, setup: TrainingSetup) -> float:
 def lm_head_bytes(shape: ModelShape, scored_tokens: int, fused: bool, trainable: bool, fp32_compute: bool) -> int:
     """Memory of scoring the completion tokens.
 
-    TRL's fused head projects 4096-token x 32768-vocabulary tiles and accumulates fp32 gradients for the hidden
-    states (and for the head when it trains). Without it, the fp32 logits of every scored token exist at once.
+    TRL's fused head projects tiles of up to 4096 tokens x 32768 vocabulary entries and accumulates fp32 gradients
+    for the hidden states (and for the head when it trains). Without it, the fp32 logits of every scored token exist
+    at once.
     """
     if not fused:
         return scored_tokens * shape.vocab_size * 4
-    tile = LM_HEAD_TILE * (4 if fp32_compute else 2)
+    tile = min(scored_tokens, LM_HEAD_TOKENS) * LM_HEAD_VOCAB * (4 if fp32_compute else 2)
     head_grad = shape.vocab_size * shape.hidden_size * 4 if trainable else 0
     return tile + scored_tokens * shape.hidden_size * 4 + head_grad
 

@@ -308,3 +308,60 @@ def resolve_preset(name: str, model_name_or_path: str | None, method: str, platf
         f"No preset fits {model_name_or_path} for {method} in {platform.memory_budget / GIB:.1f} GiB{hint}. "
         "Shard across GPUs (trl-ext launch --strategy fsdp2 or zero3), pick a smaller model, or name a --preset."
     )
+
+
+def setup_from_configs(
+    method: str, training_args, model_args, platform: Platform, prompt_length: int = 256
+) -> TrainingSetup:
+    """The planner's view of a run as configured (after `Preset.apply` and the user's own values).
+
+    TRL's GRPO does not cap prompts, so `prompt_length` is the planner's assumption.
+    """
+    mode = "qlora" if model_args.load_in_4bit else "lora" if model_args.use_peft else "full"
+    micro_batch = training_args.per_device_train_batch_size
+    completion = getattr(training_args, "max_completion_length", None)
+    if completion is None:  # SFT, DPO: max_length covers prompt and completion
+        completion = max((getattr(training_args, "max_length", None) or 1024) - prompt_length, 1)
+    generation = "hf"
+    if getattr(training_args, "use_vllm", False):
+        if training_args.vllm_mode == "server":
+            generation = "vllm_server"
+        else:
+            generation = "vllm_sleep" if training_args.vllm_enable_sleep_mode else "vllm"
+    reference = None
+    if method == "grpo":
+        reference = training_args.beta != 0
+    elif method == "dpo":
+        reference = not training_args.precompute_ref_log_probs
+    sharding, num_shards = sharding_from_env()
+    return TrainingSetup(
+        method=method,
+        mode=mode,
+        lora_r=model_args.lora_r,
+        micro_batch=micro_batch,
+        prompt_length=prompt_length,
+        completion_length=completion,
+        generation_batch=micro_batch * (getattr(training_args, "steps_per_generation", None) or 1),
+        gradient_checkpointing=bool(training_args.gradient_checkpointing),
+        mixed_precision=bool(training_args.bf16 or training_args.fp16),
+        generation=generation,
+        vllm_gpu_memory_utilization=getattr(training_args, "vllm_gpu_memory_utilization", 0.0),
+        device_memory=platform.total_memory,
+        reference_model=reference,
+        sharding=sharding,
+        num_shards=num_shards,
+    )
+
+
+def estimate_run(
+    model_name_or_path: str,
+    method: str,
+    training_args,
+    model_args,
+    platform: Platform | None = None,
+    prompt_length: int = 256,
+) -> MemoryEstimate:
+    """The planner's estimate for a run as configured: what recipes log next to the measured peak."""
+    platform = platform or detect_platform()
+    setup = setup_from_configs(method, training_args, model_args, platform, prompt_length)
+    return estimate_peak(load_model_shape(model_name_or_path), setup)
