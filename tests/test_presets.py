@@ -107,6 +107,7 @@ def test_apply_sets_grpo_fields_and_rederives_generation_batch():
     assert training_args.gradient_checkpointing and training_args.activation_checkpointing
     assert training_args.use_vllm and training_args.vllm_enable_sleep_mode
     assert training_args.vllm_mode == "colocate"
+    assert training_args.vllm_max_model_length == 1024 + 1024  # room for prompts beyond the planned 256 tokens
 
 
 def test_explicit_values_win_over_the_preset():

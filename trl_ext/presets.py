@@ -28,6 +28,9 @@ from trl_ext.platform import Platform, detect_platform
 AUTO_MARGIN = 0.1
 VLLM_HEADROOM = 0.05
 VLLM_MAX_UTILIZATION = 0.9
+# vLLM's context is capped so that its small share still fits one whole sequence; TRL's GRPO does not truncate
+# prompts, so the cap leaves room for prompts well past the planner's assumption.
+VLLM_PROMPT_ALLOWANCE = 1024
 MODE_RANK = {"qlora": 0, "lora": 1, "full": 2}
 # Names that mean the same field in TRL configs (transformers 5 renamed gradient_checkpointing).
 FIELD_ALIASES = [{"gradient_checkpointing", "activation_checkpointing"}, {"bf16", "fp16"}]
@@ -116,7 +119,7 @@ class Preset:
                 "vllm_mode": "colocate",
                 "vllm_enable_sleep_mode": True,
                 "vllm_gpu_memory_utilization": self.vllm_gpu_memory_utilization,
-                "vllm_max_model_length": self.prompt_length + self.completion_length,
+                "vllm_max_model_length": max(self.prompt_length, VLLM_PROMPT_ALLOWANCE) + self.completion_length,
             }
         return values
 
