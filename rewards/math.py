@@ -197,18 +197,17 @@ def _balanced(text: str, start: int) -> int:
 
 def _boxes(text: str) -> list[tuple[int, int, str]]:
     """(start, end, content) of every `\\boxed{...}`/`\\fbox{...}` (and `\\boxed 5`) in `text`."""
-    found = []
+    found: list[tuple[int, int, str]] = []
     for match in _BOX_COMMAND.finditer(text):
         start = match.end()
+        if found and match.start() < found[-1][1]:
+            continue  # a box inside the previous box is part of its content
         if start < len(text) and text[start] == "{":
             end = _balanced(text, start)
-            if end < 0:
-                continue
-            found.append((match.start(), end, text[start + 1 : end - 1]))
-        else:
-            token = re.match(r"[^\s$]+", text[start:])
-            if token:
-                found.append((match.start(), start + token.end(), token.group()))
+            if end > 0:
+                found.append((match.start(), end, text[start + 1 : end - 1]))
+        elif token := re.match(r"[^\s$]+", text[start:]):
+            found.append((match.start(), start + token.end(), token.group()))
     return found
 
 
@@ -431,6 +430,8 @@ _LATEX_REWRITES = [
     (re.compile(r"\\lt(?![a-zA-Z])"), " < "),
     (re.compile(r"\\gt(?![a-zA-Z])"), " > "),
     (re.compile(r"\\(?:varnothing|emptyset)(?![a-zA-Z])|\\\{\s*\\\}"), r"\\emptyset"),
+    (re.compile(r"(?<![A-Za-z\\])sqrt\s*\(([^()]*)\)"), r"\\sqrt{\1}"),
+    (re.compile(r"(?<![A-Za-z\\])pi(?![A-Za-z])"), r"\\pi "),
     (re.compile(r"(?<![a-zA-Z\\])(?:infinity|inf|oo)(?![a-zA-Z])|\\infty(?![a-zA-Z])"), r"\\infty"),
     (re.compile(r"\s*\\(?:pmod\s*\{[^{}]*\}|bmod\s*\d+|mod\s*\d+)|^\s*\\equiv"), ""),
     (re.compile(r"(?<=[)\]])\s*(?:U|\\cup)\s*(?=[(\[])"), r" \\cup "),
@@ -447,6 +448,7 @@ _LATEX_REWRITES = [
         lambda m: m.group(1) + m.group(2).replace(" ", ""),
     ),
     (re.compile(r"\s+"), " "),
+    (re.compile(r"(?<!\\)\{ | (?<!\\)(?=\})"), lambda m: m.group().strip()),
 ]
 _TEXT_WRAPPER = re.compile(
     r"\\(?:text|textbf|textit|textrm|textnormal|textsf|texttt|mathrm|mathbf|mathit|mathsf|mathtt|mathcal|mathbb|"
@@ -475,7 +477,7 @@ def _canonical(answer: str) -> str:
     """One spelling for an answer: unicode, LaTeX spacing and styling, `$`, thousands separators, punctuation."""
     text = answer if answer.isascii() else _clean_unicode(answer)
     for _ in range(3):
-        unwrapped = _TEXT_WRAPPER.sub(r" \1 ", text)
+        unwrapped = _TEXT_WRAPPER.sub(r" \1", text)
         if unwrapped == text:
             break
         text = unwrapped
@@ -521,6 +523,7 @@ _SCIENTIFIC = re.compile(
     + r"\s*(?:[eE]\s*|(?:\\times|\\cdot|\*|x)\s*10\s*\^\s*|(?:\\times|\\cdot|\*|x)\s*10\s*\*\*\s*)"
     + r"(?:\{\s*([+-]?\d+)\s*\}|\(\s*([+-]?\d+)\s*\)|([+-]?\d+))"
 )
+_REPEATING = re.compile(_SIGN + r"(\d*)\.(\d*)\\overline\s*\{\s*(\d+)\s*\}")
 _POWER = re.compile(_SIGN + r"(\d+)\s*\^\s*(?:\{\s*(\d+)\s*\}|(\d)(?!\d))")
 _LEADING_WORDS = re.compile(
     r"^(?:(?:approximately|approx\.?|about|around|roughly|nearly|almost|exactly|only|just|a\s+total\s+of|total\s+of|"
@@ -569,6 +572,7 @@ _NUMBER_WORDS = {
     for index, word in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split())
 }
 _WORDS_ONLY = re.compile(r"[A-Za-z][A-Za-z\s'.-]*")
+_CLOCK_TIME = re.compile(r"\d{1,2}:\d{2}(?::\d{2})?(?:\s*[ap]\.?m\.?)?", re.IGNORECASE)
 _ARTICLES = re.compile(r"^(?:the|a|an)\s+")
 _BIG_EXPONENT = re.compile(r"\^\s*[{(]?\s*[+-]?\d{4,}")
 _STACKED_POWER = re.compile(r"\^\s*(?:[\w.]+|\\[A-Za-z]+)\s*\^")
@@ -621,6 +625,14 @@ def _parse_number(text: str) -> Number | None:
             return None
         value = Fraction(mantissa) * Fraction(10) ** int(exponent)
         return Number(-value if sign == "-" else value, f"{sign or ''}{mantissa}\\times10^{{{exponent}}}")
+    if match := _REPEATING.fullmatch(text):  # 0.1\overline{6} = 1/6
+        sign, whole, fixed, repeated = match.groups()
+        shift = 10 ** len(fixed)
+        value = int(whole or 0) + Fraction(int(fixed or 0), shift)
+        value += Fraction(int(repeated), (10 ** len(repeated) - 1) * shift)
+        return Number(
+            -value if sign == "-" else value, f"{sign or ''}\\frac{{{value.numerator}}}{{{value.denominator}}}"
+        )
     if match := _POWER.fullmatch(text):
         sign, base, exponent, exponent_digit = match.groups()
         exponent = exponent or exponent_digit
@@ -684,11 +696,11 @@ def _leaf(text: str) -> Any:
         return number
     if core in ("\\infty", "+\\infty", "-\\infty"):
         return Infinite(-1 if core.startswith("-") else 1)
-    if _WORDS_ONLY.fullmatch(text):
+    if _WORDS_ONLY.fullmatch(text) or _CLOCK_TIME.fullmatch(text):
         return Text(_ARTICLES.sub("", text.lower().strip(" .'")))
     if percent and core and scale == 1:
         return Percent(Expr(core), Expr(f"\\frac{{{core}}}{{100}}"))
-    return Expr(text)
+    return Expr(core if core and scale == 1 else text)  # units dropped: `12\sqrt{2} cm` -> `12\sqrt{2}`
 
 
 def _split_top_level(text: str, separators: re.Pattern) -> list[str]:
@@ -963,8 +975,28 @@ def _compare(pred: Any, gold: Any, leaf_equal) -> bool | None:
     if isinstance(gold, Relation):
         return _compare(pred, gold.value, leaf_equal) if gold.assignment else False
     if isinstance(pred, Sequence) or isinstance(gold, Sequence):
+        inequality = pred if isinstance(pred, Expr) else gold if isinstance(gold, Expr) else None
+        if inequality is not None and _split_top_level(inequality.latex, _RELATION_OPS)[1:]:
+            # `1 < x < 3` against `(1, 3)`: sympy turns the inequality into a set
+            return leaf_equal(Expr(_latex_of(pred)), Expr(_latex_of(gold)))
         return _compare_sequences(pred, gold, leaf_equal)
     return leaf_equal(pred, gold)
+
+
+def _latex_of(value: Any) -> str:
+    """LaTeX for a parsed value, for handing a whole structure to sympy."""
+    if isinstance(value, Sequence):
+        items = ", ".join(_latex_of(item) for item in value.items)
+        if value.opening == "cup":
+            return " \\cup ".join(_latex_of(item) for item in value.items)
+        if value.opening == "{":
+            return f"\\{{{items}\\}}"
+        return f"{value.opening}{items}{value.closing}"
+    if isinstance(value, Infinite):
+        return "\\infty" if value.sign > 0 else "-\\infty"
+    if isinstance(value, Text):
+        return f"\\text{{{value.text}}}"
+    return getattr(value, "latex", "")
 
 
 def _compare_sequences(pred: Any, gold: Any, leaf_equal) -> bool | None:
@@ -1013,19 +1045,34 @@ def _symbolic_leaf_equal(pred: Any, gold: Any) -> bool:
             error = sympy.Abs(sympy.N(exact - approximate, 30))
             if error.is_number and 2 * error * 10**places <= 1 + sympy.Rational(1, 10**12):
                 return True
-    return bool(verify(gold_expr, pred_expr, timeout_seconds=None, strict=True))
+    return bool(verify(gold_expr, pred_expr, timeout_seconds=None, strict=True, allow_set_relation_comp=True))
+
+
+def _alphanumerics(text: str) -> list[str]:
+    """The letters and digits of a LaTeX string, for checking that a parse read all of it (math-verify rewrites
+    `\\sqrt2` as `\\sqrt{2}`, so the strings themselves differ)."""
+    return sorted(char for char in text if char.isalnum())
 
 
 @lru_cache(maxsize=4096)
 def _sympy_parse(latex: str) -> Any:
-    """sympy form of a leaf: written decimals stay exact rationals; the rest goes through math-verify's parser."""
+    """sympy form of a leaf, or None: written decimals stay exact rationals; the rest goes through math-verify's
+    parser, which must read the whole leaf (a parse of only its first part would compare the wrong thing)."""
     import sympy
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
 
     if _DECIMAL.fullmatch(latex) or _INTEGER.fullmatch(latex):
         return sympy.Rational(latex)
-    parsed = parse(f"${latex}$", [LatexExtractionConfig(), ExprExtractionConfig()], parsing_timeout=None)
-    return parsed[0] if parsed and not isinstance(parsed[0], str) else None
+    configs = [LatexExtractionConfig()] if "\\" in latex else [LatexExtractionConfig(), ExprExtractionConfig()]
+    for config in configs:
+        parsed = parse(
+            f"${latex}$" if "\\" in latex or not isinstance(config, ExprExtractionConfig) else latex,
+            [config],
+            parsing_timeout=None,
+        )
+        if len(parsed) == 2 and not isinstance(parsed[0], str) and _alphanumerics(parsed[1]) == _alphanumerics(latex):
+            return None if parsed[0].has(sympy.zoo, sympy.nan) else parsed[0]
+    return None
 
 
 def _symbolic_equivalent(pred: str, gold: str) -> bool:

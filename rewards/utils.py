@@ -8,7 +8,10 @@ def completion_text(completion) -> str:
     if isinstance(completion, str):
         return completion
     if isinstance(completion, dict):
-        return str(completion.get("content") or "")
+        content = completion.get("content") or ""
+        if isinstance(content, list):  # multimodal messages: [{"type": "text", "text": ...}, ...]
+            return "".join(part.get("text") or "" for part in content if isinstance(part, dict))
+        return str(content)
     if isinstance(completion, list | tuple):
         if not completion:
             return ""
