@@ -1,0 +1,225 @@
+r"""Accuracy and throughput of `rewards.math_answer_reward` against math-verify, TRL's `accuracy_reward` and a
+verl-style `#### N` regex, on (a) GSM8K-style completions built from ../shared/data/gsm8k/test.jsonl and (b) LaTeX
+answers (the LaTeX cases of tests/data/math_cases.py plus generated equivalent/wrong spellings of LaTeX golds).
+
+Every system sees each item once, in one thread, in the main thread (math-verify's and TRL's signal timeouts need
+it). Our caches are cleared before each dataset and the symbolic worker is started beforehand (its ~1 s start-up is
+printed separately); the gold-answer cache still helps, as it does in GRPO, where each prompt has several completions.
+
+    python bench/rewards_math.py [--gsm8k PATH] [--limit N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+GSM8K_TEST = ROOT.parent / "shared" / "data" / "gsm8k" / "test.jsonl"
+
+# (gold, equivalent spellings, wrong spellings) for the generated LaTeX items.
+LATEX_GOLDS = [
+    (r"\frac{1}{2}", ["0.5", r"\dfrac{1}{2}", "1/2", r"\frac{2}{4}"], [r"\frac{1}{3}", "2"]),
+    (r"\sqrt{2}", [r"\sqrt2", r"\frac{2}{\sqrt{2}}", r"2^{1/2}"], ["2", r"\sqrt{3}"]),
+    (r"2\sqrt{3}", [r"\sqrt{12}", r"2 \sqrt 3"], [r"3\sqrt{2}"]),
+    (r"\frac{\pi}{4}", [r"\pi/4", r"\frac{1}{4}\pi"], [r"\frac{\pi}{2}"]),
+    (r"\frac{3\sqrt{2}}{2}", [r"\frac{3}{\sqrt{2}}", r"1.5\sqrt{2}"], [r"\frac{2\sqrt{3}}{2}"]),
+    (r"-\frac{3}{4}", ["-0.75", r"\frac{-3}{4}"], [r"\frac{3}{4}"]),
+    (r"\frac{7}{3}", [r"2\frac{1}{3}", "7/3"], [r"\frac{3}{7}"]),
+    (r"4\pi", [r"4 \pi", r"\pi \cdot 4"], [r"2\pi"]),
+    (r"e^{2}", ["e^2"], ["2e"]),
+    (r"x^2 - 1", [r"(x-1)(x+1)", r"x^{2}-1"], ["x^2+1"]),
+    (r"(1, 2)", ["(1,2)", r"\left(1, 2\right)"], ["(2,1)"]),
+    (r"[0, \infty)", [r"[0,\infty)", r"\left[0, \infty\right)"], [r"(0,\infty)"]),
+    (r"(-\infty, 1) \cup (2, \infty)", [r"(2,\infty)\cup(-\infty,1)"], [r"(-\infty, 1] \cup [2, \infty)"]),
+    (r"3 \pm \sqrt{5}", [r"3+\sqrt{5}, 3-\sqrt{5}"], [r"3+\sqrt{5}"]),
+    (r"\{1, 2, 3\}", [r"\{3,2,1\}"], [r"\{1,2\}"]),
+    (r"y = 2x + 1", ["y=1+2x"], ["y = 2x - 1"]),
+    (
+        r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}",
+        [r"\begin{pmatrix}1\\2\end{pmatrix}"],
+        [r"\begin{pmatrix}2\\1\end{pmatrix}"],
+    ),
+    ("1000", ["1,000", "1{,}000", "10^3"], ["100"]),
+    ("5", ["5.0", "x = 5"], ["-5"]),
+    (r"90^\circ", ["90", r"90^{\circ}"], [r"45^\circ"]),
+]
+LATEX_TEMPLATES = [
+    r"We simplify step by step. Therefore, the final answer is $\boxed{{{}}}$.",
+    "After simplifying, we obtain\n\\[ \\boxed{{{}}} \\]",
+    "Final Answer: The final answer is ${}$. I hope it is correct.",
+]
+LATEX_CATEGORIES = (
+    "latex_",
+    "fraction",
+    "mixed_number",
+    "interval",
+    "set",
+    "tuple",
+    "plus_minus",
+    "equation",
+    "inequality",
+    "matrix",
+    "degrees",
+    "approximation",
+)
+
+
+def gsm8k_items(path: Path, limit: int | None) -> list[tuple[str, str, str, int]]:
+    """(completion, gold rationale, gold number, label): seven completions per problem, two of them wrong."""
+    items = []
+    with path.open() as lines:
+        rows = [json.loads(line) for line in lines][:limit]
+    for row in rows:
+        body, number = row["answer"].rsplit("####", 1)
+        number = number.strip()
+        value = int(number.replace(",", ""))
+        body = re.sub(r"<<[^>]*>>", "", body).strip()
+        variants = [
+            (f"{body}\n#### {number}", 1),
+            (f"{body}\nThe answer is {number}.", 1),
+            (f"{body}\nTherefore, the final answer is ${value:,}.", 1),
+            (f"{body}\nSo the answer is $\\boxed{{{number}}}$.", 1),
+            (f"<think>\n{body}\n</think>\n<answer>{number}</answer>", 1),
+            (f"{body}\n#### {value + 1}", 0),
+            (f"{body}\nThe answer is {value * 10}.", 0),
+        ]
+        items += [(completion, row["answer"], number, label) for completion, label in variants]
+    return items
+
+
+def latex_items() -> list[tuple[str, str, int]]:
+    """(completion, LaTeX gold solution, label) from the case table and the generated spellings."""
+    spec = importlib.util.spec_from_file_location("math_cases", ROOT / "tests" / "data" / "math_cases.py")
+    cases = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cases)
+    items = []
+    for kind, text, gold, label, category in cases.CASES:
+        if not category.startswith(LATEX_CATEGORIES) or kind == "answer":
+            continue
+        if kind == "pred":
+            items.append((LATEX_TEMPLATES[0].format(text), f"${gold}$", label))
+        else:
+            items.append((text, gold, label))
+    for gold, right, wrong in LATEX_GOLDS:
+        for spellings, label in ((right, 1), (wrong, 0)):
+            for spelling in spellings:
+                items += [(template.format(spelling), f"${gold}$", label) for template in LATEX_TEMPLATES]
+    return items
+
+
+def run(check: Callable[[str, str], float], items: list[tuple[str, str, int]]) -> dict:
+    """Scores every item once; exceptions and None count as 0.0."""
+    false_negatives = false_positives = 0
+    slowest = 0.0
+    start = time.perf_counter()
+    for completion, gold, label in items:
+        item_start = time.perf_counter()
+        try:
+            score = check(completion, gold) or 0.0
+        except Exception:
+            score = 0.0
+        slowest = max(slowest, time.perf_counter() - item_start)
+        false_negatives += label == 1 and score != 1.0
+        false_positives += label == 0 and score == 1.0
+    elapsed = time.perf_counter() - start
+    errors = false_negatives + false_positives
+    return {
+        "items": len(items),
+        "accuracy": 1 - errors / len(items),
+        "false_negatives": false_negatives,
+        "false_positives": false_positives,
+        "per_second": len(items) / elapsed,
+        "slowest_ms": 1000 * slowest,
+    }
+
+
+def ours(reset: Callable[[], None], column: str) -> Callable[[str, str], float]:
+    from rewards import math_answer_reward
+
+    reset()
+    return lambda completion, gold: math_answer_reward([completion], **{column: [gold]})[0]
+
+
+def math_verify_check(completion: str, gold: str) -> float:
+    from math_verify import parse, verify
+
+    return float(verify(parse(gold), parse(completion)))
+
+
+def trl_check(completion: str, gold: str) -> float | None:
+    from trl.rewards import accuracy_reward
+
+    return accuracy_reward([[{"role": "assistant", "content": completion}]], [gold])[0]
+
+
+def verl_regex_check(completion: str, gold: str) -> float:
+    """verl's GSM8K scorer: the last `#### N`, commas removed, compared as a string."""
+    found = re.findall(r"#### (\-?[0-9\.\,]+)", completion)
+    if not found:
+        return 0.0
+    return float(found[-1].replace(",", "").rstrip(".") == gold.replace(",", "").strip("$ "))
+
+
+def reset_ours() -> None:
+    from rewards import math as rewards_math
+
+    rewards_math._value.cache_clear()
+    rewards_math._gold_value.cache_clear()
+    rewards_math._SYMBOLIC_CACHE.clear()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--gsm8k", type=Path, default=GSM8K_TEST)
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N GSM8K problems")
+    args = parser.parse_args()
+    logging.disable(logging.WARNING)  # math-verify logs every timeout
+
+    from rewards.math import is_equivalent
+
+    start = time.perf_counter()
+    is_equivalent(r"\sqrt{2}", r"\sqrt{2}+0")
+    print(f"symbolic worker start-up (once per process): {time.perf_counter() - start:.2f} s")
+    print(f"load average before: {' '.join(f'{load:.2f}' for load in os.getloadavg())} on {os.cpu_count()} CPUs\n")
+
+    gsm8k = gsm8k_items(args.gsm8k, args.limit)
+    datasets = {
+        "gsm8k": (
+            [(completion, rationale, label) for completion, rationale, _, label in gsm8k],
+            [(completion, number, label) for completion, _, number, label in gsm8k],
+        ),
+        "latex": (latex_items(), None),
+    }
+    print(
+        f"{'dataset':8} {'system':26} {'items':>6} {'accuracy':>9} {'FN':>5} {'FP':>5} {'checks/s':>10} {'max ms':>8}"
+    )
+    for dataset, (items, plain_gold_items) in datasets.items():
+        column = "answer" if dataset == "gsm8k" else "solution"
+        baseline_items = plain_gold_items or items
+        systems = [
+            ("rewards.math_answer_reward", ours(reset_ours, column), items),
+            ("math-verify 0.9", math_verify_check, baseline_items),
+            ("trl accuracy_reward", trl_check, baseline_items),
+            ("verl #### regex", verl_regex_check, baseline_items),
+        ]
+        for name, check, system_items in systems:
+            result = run(check, system_items)
+            print(
+                f"{dataset:8} {name:26} {result['items']:6d} {100 * result['accuracy']:8.1f}% "
+                f"{result['false_negatives']:5d} {result['false_positives']:5d} {result['per_second']:10.0f} "
+                f"{result['slowest_ms']:8.1f}"
+            )
+    print(f"\nload average after: {' '.join(f'{load:.2f}' for load in os.getloadavg())}")
+    print("math-verify, TRL and the regex get the bare gold (`18`, `$\\frac{1}{2}$`); ours gets the GSM8K rationale.")
+
+
+if __name__ == "__main__":
+    main()
