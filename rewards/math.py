@@ -152,10 +152,11 @@ _SENTENCE_END = re.compile(r"[.!?;](?=\s|$)|\n")
 _SIMPLE_SPAN = re.compile(r"[ \t]*(\$?-?\d[\d,]*(?:\.\d+)?)[ \t]*(?:[.!;](?=\s|$)|\n|$)")
 _EXPLANATION = re.compile(
     r",?\s+(?:since|because|as\s+(?:shown|computed|calculated)|which|so\s+that|where|given|but|therefore|thus|hence|"
-    r"i\.e\.|that\s+is|I\s+hope)\b|\s+\((?=[A-Za-z]{2,}[\s)])[^()]*\)\s*$",
+    r"i\.e\.|that\s+is|I\s+hope|not|rather\s+than|instead\s+of)\b|\s+\((?=[A-Za-z]{2,}[\s)])[^()]*\)\s*$",
     re.IGNORECASE,
 )
 _LEADING_PROSE = re.compile(r"^(?:(?!negative\b|minus\b)[A-Za-z][a-z']+\s+)+(?=[-+\d(\[$\\])")
+_PROSE_WORD = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{3,}")
 _COPULA = re.compile(
     r"\s(?:is|are|was|were|equals|be)\s+(?:equal\s+to\s+|exactly\s+|approximately\s+)?", re.IGNORECASE
 )
@@ -265,9 +266,12 @@ def _reduce_span(span: str) -> str | None:
     span = _MATH_DELIMITERS.sub(" ", span).replace("**", "").strip(" \t\n*`'\".,;:")
     if not span:
         return None
-    copulas = list(_COPULA.finditer(span))
-    if copulas and span[copulas[-1].end() :].strip():
-        span = span[copulas[-1].end() :]
+    if span[:1].isalpha():  # prose first: "the largest n is 34", "7 apples and 11 oranges = 18 fruits"
+        copulas = list(_COPULA.finditer(span))
+        if copulas and span[copulas[-1].end() :].strip():
+            span = span[copulas[-1].end() :]
+    if "=" in span and _PROSE_WORD.search(span.split("=", 1)[0]):
+        span = span.rsplit("=", 1)[1]
     prose = _LEADING_PROSE.match(span)
     if prose:
         span = span[prose.end() :]
@@ -413,7 +417,7 @@ _SYMBOLS = str.maketrans(
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 
 _LATEX_REWRITES = [
-    (re.compile(r"\\(?:left|right)\s*(?:\.|\\?\|)"), ""),
+    (re.compile(r"\\(?:left|right)\s*\."), ""),
     (re.compile(r"\\(?:left|right|[bB]igg?[lr]?|displaystyle|textstyle|scriptstyle|limits)(?![a-zA-Z])"), ""),
     (re.compile(r"\\[dtc]frac(?![a-zA-Z])"), r"\\frac"),
     (re.compile(r"\\langle(?![a-zA-Z])"), "("),
@@ -502,6 +506,7 @@ _ASSIGNABLE = re.compile(
     r"|(?:\\angle|m\\angle)\s*[A-Z]{1,3}"
 )
 _DECIMAL_COMMA = re.compile(r"([+-]?\d+),(\d+)")
+_CHOICE = re.compile(r"\(([A-Ea-e])\)\s*(\S.*)")
 _COMMA = re.compile(r",")
 _UNION = re.compile(r"\\cup(?![a-zA-Z])")
 _MEMBERSHIP = re.compile(r"\\in(?![a-zA-Z])")
@@ -814,6 +819,8 @@ def _parse(text: str, depth: int = 0) -> Any:
         return relation
     if len(_split_top_level(text, _PLUS_MINUS)) > 1:
         return _plus_minus(text)
+    if choice := _CHOICE.fullmatch(text):  # "(B) 12" answers a multiple-choice gold "B" and a gold "12"
+        return Either((Text(choice.group(1).lower()), _parse(choice.group(2), depth + 1)))
     if enclosed := _enclosing(text):
         opening, inner, closing = enclosed
         items = [part for part in _split_top_level(inner, _COMMA) if part.strip()]

@@ -454,6 +454,14 @@ CASES = [
     ("pred", "21, 36, and 82", "19, 46, and 82", 0, "list"),
     ("solution", "so it is $\\boxed{\\boxed{\\frac{1}{3}}}$.", "1/3", 1, "boxed"),
     ("answer", [{"role": "assistant", "content": [{"type": "text", "text": "#### 18"}]}], GSM_18, 1, "chat_message"),
+    ("answer", "The answer is 4 boxes, not 5.", "He needs 4 boxes.\n#### 4", 1, "answer_then_number"),
+    ("answer", "the answer is 7 apples and 11 oranges = 18 fruits", GSM_18, 1, "answer_then_number"),
+    ("answer", "Final Answer: The largest value is 34, since 35 fails.", "#### 34", 1, "answer_then_number"),
+    ("pred", "\\left| -3 \\right|", "3", 1, "latex_symbolic"),
+    ("pred", "|{-3}|", "-3", 0, "latex_symbolic"),
+    ("pred", "\\text{(B)}\\ 12", "B", 1, "text"),
+    ("pred", "(B) 12", "12", 1, "text"),
+    ("pred", "(B) 12", "C", 0, "text"),
     # --- LaTeX completions, gold in the `solution` column -----------------------------------------------------------
     ("solution", "Thus $x-p=\\boxed{2-2p}$.", "$2-2p$", 1, "latex_completion"),
     (
