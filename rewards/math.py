@@ -13,7 +13,15 @@ How a check runs:
    text, intervals, sets, tuples, lists, `\pm`, equations, with leaves that are numbers, text or expressions.
 3. Fast path: numbers compare exactly as `Fraction`s in pure Python; most GSM8K-style checks end here.
 4. Symbolic path: leaves that need algebra (radicals, pi, variables, matrices, inequalities) are compared with
-   math-verify/sympy in a persistent worker process with a hard deadline (see `_SymbolicPool`); a timeout scores 0.0.
+   math-verify/sympy in a persistent worker process (see `_SymbolicPool`).
+
+Time bound (`timeout`, default `DEFAULT_TIMEOUT_S`): extraction and the fast path are linear-time regex and string
+work on at most the last 50k characters. Inputs that could stall sympy (huge or stacked powers, big factorials, deep
+nesting, long expressions) are refused before any symbolic work. The symbolic comparison runs in a worker process,
+so the bound holds in any thread and process, without signals in the caller: the worker interrupts itself with a
+timer at 90% of the remaining budget (and stays usable), and a worker that still has not answered at the deadline,
+being stuck in C code, is killed and replaced by a spare. Out of time scores 0.0. Starting a worker (about a second,
+once per process) is not charged to the item, so a cold start never costs a right answer.
 
 Policies (deliberate choices):
 
@@ -29,7 +37,10 @@ Policies (deliberate choices):
   converted to radians.
 - Sets and bare lists are order-insensitive; tuples and intervals are order- and bracket-sensitive; a tuple equals a
   bare list written in the same order.
-- Text answers compare case-, article- and `\text{}`-insensitively.
+- Text answers compare case-, article- and `\text{}`-insensitively; "(B) 12" answers both a gold "B" and a gold 12.
+- `1,5` (a decimal comma or a list) equals both `1.5` and the list {1, 5}; `1,500` is fifteen hundred.
+- `is_equivalent(pred, gold)` is not symmetric where the gold decides: a gold equation that is not an assignment
+  (`2x + z = 1`) is not equal to a bare number.
 """
 
 from __future__ import annotations
@@ -55,7 +66,7 @@ from rewards.utils import completion_text
 logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 2.0
-"""Bound on the time one item may take, extraction and symbolic work included."""
+"""Bound on the time one item may take, extraction and symbolic work included (worker start-up excluded)."""
 
 _MAX_TEXT_CHARS = 50_000  # final answers sit at the end: longer completions are searched in their last 50k chars
 _MAX_ANSWER_CHARS = 1_000  # longer extracted answers are compared as text only
@@ -138,8 +149,8 @@ class Relation:
 # ---------------------------------------------------------------------------------------------------------------------
 # Extraction.
 
-_ANSWER_TAG = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.DOTALL | re.IGNORECASE)
 _BOX_COMMAND = re.compile(r"\\(?:boxed|fbox|framebox)\s*")
+_BRACE_OR_ESCAPE = re.compile(r"\\.|[{}]", re.DOTALL)
 _BOX_SEPARATOR = re.compile(
     r"(?:\s|[,;&$]|\\[()\[\]]|\\q?quad|\\text\s*\{\s*(?:and|or|,)?\s*\}|\band\b|\bor\b|\\,|\\;|\\ )*", re.IGNORECASE
 )
@@ -165,48 +176,33 @@ _NUMBER_TOKEN = (
     r"(?:\.\d+)?(?:\s*/\s*\d+(?:\.\d+)?)?"
     r"(?:\s*(?:%|\\%|percent\b|thousand\b|million\b|billion\b|trillion\b))?"
 )
-_NUMBER_IN_TEXT = re.compile(r"(?<![\w.])" + _NUMBER_TOKEN)
 _LAST_NUMBER = re.compile(r"(?s:.*)(?<![\w.,/\-\u2212])(?<!\d )(?<!negative )(?<!minus )(" + _NUMBER_TOKEN + ")")
-_MATH_BLOCK = re.compile(r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)|\$([^$\n]+?)\$", re.DOTALL)
 _MATH_DELIMITERS = re.compile(r"\$\$|\\\[|\\\]|\\\(|\\\)|(?<!\\)\$")
 
 
-def _last_match(pattern: re.Pattern, text: str) -> re.Match | None:
-    match = None
-    for match in pattern.finditer(text):  # noqa: B007  (keeps the last one)
-        pass
-    return match
-
-
-def _balanced(text: str, start: int) -> int:
-    """Index just past the `}` closing the `{` at `start`, or -1."""
-    depth, index, end = 0, start, min(len(text), start + _MAX_TEXT_CHARS)
-    while index < end:
-        char = text[index]
-        if char == "\\":
-            index += 2  # an escaped `\{` or `\}` does not count
-            continue
+def _closing_braces(text: str) -> dict[int, int]:
+    """Index of each `{` -> index of its `}`, in one pass (escaped `\\{`/`\\}` skipped); unclosed ones are absent."""
+    pairs, stack = {}, []
+    for match in _BRACE_OR_ESCAPE.finditer(text):
+        char = match.group()
         if char == "{":
-            depth += 1
-        elif char == "}":
-            depth -= 1
-            if depth == 0:
-                return index + 1
-        index += 1
-    return -1
+            stack.append(match.start())
+        elif char == "}" and stack:
+            pairs[stack.pop()] = match.start()
+    return pairs
 
 
 def _boxes(text: str) -> list[tuple[int, int, str]]:
     """(start, end, content) of every `\\boxed{...}`/`\\fbox{...}` (and `\\boxed 5`) in `text`."""
     found: list[tuple[int, int, str]] = []
+    closing = _closing_braces(text)
     for match in _BOX_COMMAND.finditer(text):
         start = match.end()
         if found and match.start() < found[-1][1]:
             continue  # a box inside the previous box is part of its content
         if start < len(text) and text[start] == "{":
-            end = _balanced(text, start)
-            if end > 0:
-                found.append((match.start(), end, text[start + 1 : end - 1]))
+            if start in closing:
+                found.append((match.start(), closing[start] + 1, text[start + 1 : closing[start]]))
         elif token := re.match(r"[^\s$]+", text[start:]):
             found.append((match.start(), start + token.end(), token.group()))
     return found
@@ -283,12 +279,43 @@ def _fallback_answer(text: str) -> str | None:
     number = _LAST_NUMBER.match(text)
     number_end = number.end(1) if number else -1
     if "\\" in text:
-        block = _last_match(_MATH_BLOCK, text)
-        if block is not None and block.end() > number_end:
-            content = next(group for group in block.groups() if group is not None).strip()
+        block = _last_math_block(text)
+        if block is not None and block[0] > number_end:
+            content = block[1].strip()
             if "\\" in content or "^" in content:
                 return content
     return number.group(1).strip() if number else None
+
+
+def _last_math_block(text: str) -> tuple[int, str] | None:
+    """(end, content) of the math block (`$...$`, `$$...$$`, `\\(...\\)`, `\\[...\\]`) that ends last, found with
+    `rfind` from the end so that unclosed delimiters cost linear time."""
+    best = None
+    for opening, closing in (("$$", "$$"), ("\\[", "\\]"), ("\\(", "\\)")):
+        end = text.rfind(closing)
+        start = text.rfind(opening, 0, end) if end > 0 else -1
+        if start >= 0 and (best is None or end + len(closing) > best[0]):
+            best = (end + len(closing), text[start + len(opening) : end])
+    end = text.rfind("$")
+    start = text.rfind("$", 0, end) if end > 0 else -1
+    if start >= 0 and text[start - 1 : start] != "$" and text[end + 1 : end + 2] != "$":
+        content = text[start + 1 : end]
+        if "\n" not in content and content.strip() and (best is None or end + 1 > best[0]):
+            best = (end + 1, content)
+    return best
+
+
+def _last_answer_tag(text: str) -> str:
+    """The content of the last `<answer>...</answer>` (or of a last, unclosed `<answer>`), stripped."""
+    lowered = text.lower()
+    close = lowered.rfind("</answer>")
+    opening = lowered.rfind("<answer>")
+    if close > opening >= 0:
+        return text[opening + len("<answer>") : close].strip()
+    if opening >= 0 and text[opening + len("<answer>") :].strip():
+        return text[opening + len("<answer>") :].strip()
+    opening = lowered.rfind("<answer>", 0, close) if close >= 0 else -1
+    return text[opening + len("<answer>") : close].strip() if opening >= 0 else ""
 
 
 def _after_last_marker(text: str) -> str | None:
@@ -306,9 +333,8 @@ def _after_last_marker(text: str) -> str | None:
 
 def _extract(text: str, strict: bool) -> str | None:
     if "<answer>" in text or "<ANSWER>" in text:
-        tags = _ANSWER_TAG.findall(text)
-        if tags and tags[-1].strip():
-            content = tags[-1].strip()
+        content = _last_answer_tag(text)
+        if content:
             return _extract(content, strict=True) or _reduce_span(content) or content
     if "box" in text:
         boxed = _last_boxed(text)
@@ -489,7 +515,7 @@ def _canonical(answer: str) -> str:
         text = pattern.sub(replacement, text)
     text = _strip_edges(text)
     outer = _OUTER_BOX.match(text)
-    if outer and _balanced(text, text.index("{")) == len(text):
+    if outer and _closing_braces(text).get(text.index("{")) == len(text) - 1:
         text = _strip_edges(outer.group(1))
     return re.sub(r"^(?:=|:|\\approx)\s*", "", text)
 
@@ -497,7 +523,6 @@ def _canonical(answer: str) -> str:
 # ---------------------------------------------------------------------------------------------------------------------
 # Parsing: canonical answer -> value.
 
-_OPENERS = {"(": ")", "[": "]", "{": "}"}
 _SEPARATOR_WORDS = re.compile(r"\s+(?:or|and|&)\s+|\s*,\s*(?:and|or)\s+|\s*;\s*", re.IGNORECASE)
 _RELATION_OPS = re.compile(r"\\(?:leq|geq|neq)(?![a-zA-Z])|(?<![\\{])[<>]")
 _EQUATION_OPS = re.compile(r"=|\\approx(?![a-zA-Z])")
@@ -873,9 +898,10 @@ def _symbolic_safe(latex: str) -> bool:
         depth -= char in ")}]"
         if depth > _MAX_NESTING:
             return False
+    closing_braces = _closing_braces(latex)
     for index, char in enumerate(latex):
         if char == "^" and (opening := latex[index + 1 : index + 2]) in ("{", "("):
-            closing = _balanced(latex, index + 1) if opening == "{" else latex.find(")", index)
+            closing = closing_braces.get(index + 1, -1) if opening == "{" else latex.find(")", index)
             if closing < 0 or "^" in latex[index + 1 : closing] or "!" in latex[index + 1 : closing]:
                 return False
     for match in _FACTORIAL.finditer(latex):

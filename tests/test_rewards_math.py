@@ -261,6 +261,32 @@ def test_works_in_a_process_pool() -> None:
     assert results == [[1.0], [1.0]]
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\\[" * 25_000,
+        "\\(" * 25_000,
+        "\\boxed{" * 7_000,
+        "<answer>" * 6_000,
+        "answer is " * 5_000,
+        "$" * 50_000,
+        "{" * 50_000,
+        "#### " * 10_000,
+        "1 000 " * 8_000,
+        "\\boxed{" * 3_000 + "1" + "}" * 3_000,
+        "x = " * 10_000,
+        "1 \\pm " * 5_000,
+    ],
+    ids=lambda text: repr(text[:12]),
+)
+def test_long_pathological_completions_take_linear_time(text: str) -> None:
+    """Unclosed delimiters repeated thousands of times must not make extraction quadratic."""
+    start = time.perf_counter()
+    assert math_answer_reward([text], answer=["#### 7"]) == [0.0]
+    assert is_equivalent(text[:5_000], "7", timeout=1.0) is False
+    assert time.perf_counter() - start < 0.5
+
+
 _MATH_PIECES = st.sampled_from(
     ["0", "7", "42", "1,000", ".", "-", "+", "/", "^", "{", "}", "(", ")", "[", "]", " ", "$", "%", "=", ",", "x", "!"]
     + [r"\frac", r"\boxed{", r"\sqrt", r"\pi", r"\pm", r"\infty", r"\cup", r"\{", r"\}", "####", "answer is ", "e"]
