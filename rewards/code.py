@@ -24,6 +24,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import builtins
+import copy
 import functools
 import hashlib
 import json
@@ -268,7 +269,8 @@ def _plan_asserts(tests: str | Sequence[str], setup_code: str, entry_point: str 
     try:
         for statement in statements:
             splitter = _Splitter(trusted | _bound_names(statement.test), pinned, expressions)
-            expression = ast.fix_missing_locations(ast.Expression(splitter.split(statement.test)))
+            split = splitter.split(copy.deepcopy(statement.test))  # the oracle may need the original
+            expression = ast.fix_missing_locations(ast.Expression(split))
             checks.append(ParentCheck(compile(expression, "<test>", "eval"), tuple(splitter.units)))
         return CallTests(tuple(expressions), tuple(checks))
     except _NeedsOracle:

@@ -23,7 +23,9 @@ code unsandboxed needs an explicit opt-in: `allow_unsandboxed=True` or `TRL_EXT_
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
+import itertools
 import json
 import logging
 import os
@@ -218,10 +220,9 @@ class _Worker:
         return self.receive(deadline)
 
     def kill(self) -> None:
+        """Kill the jail. The pipes stay open (a thread may be reading them: it sees EOF) until the object goes."""
         self.process.kill()
         self.process.wait()
-        self.process.stdin.close()
-        self.process.stdout.close()
         if self.backstop:
             self.backstop.remove()
 
@@ -229,6 +230,9 @@ class _Worker:
 def _jail_environment() -> dict[str, str]:
     """bwrap itself gets only PATH; the jail starts from an empty environment (`--clearenv`)."""
     return {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+
+
+_instances = itertools.count()
 
 
 class Sandbox:
@@ -260,6 +264,7 @@ class Sandbox:
         self.worker_memory = worker_memory
         self.worker_processes = worker_processes
         self.backstop_available: bool | None = None  # unknown until the first worker starts
+        self.name = f"trl-ext-sandbox-{os.getpid()}-{next(_instances)}"  # of its cgroups
         if not isolation.full:
             if not self.allow_unsandboxed:
                 raise SandboxUnavailable(
@@ -267,7 +272,10 @@ class Sandbox:
                     f"{UNSANDBOXED_ENV}=1 to opt in"
                 )
             _warn_unsandboxed(isolation, "requested")
-        self._idle: queue.Queue[_Worker | int] = queue.Queue()
+        self._workers: list[_Worker | None] = [None] * self.workers
+        self._idle: queue.Queue[int] = queue.Queue()  # free slots
+        for slot in range(self.workers):
+            self._idle.put(slot)
         self._lock = threading.Lock()
         self._started = False
         self.infra_failures = 0
@@ -278,17 +286,17 @@ class Sandbox:
             if self._started:
                 return self
             try:
-                first = self._spawn(0)
+                self._workers[0] = self._workers[0] or self._spawn(0)
             except SandboxUnavailable as error:
                 if not (self.allow_unsandboxed and self.isolation.jail):
                     raise
                 self.isolation = NO_ISOLATION
                 _warn_unsandboxed(self.isolation, f"fallback: {error}")
-                first = self._spawn(0)
-            self._idle.put(first)
+                self._workers[0] = self._spawn(0)
             for slot in range(1, self.workers):
-                self._idle.put(self._spawn(slot))
+                self._workers[slot] = self._workers[slot] or self._spawn(slot)
             self._started = True
+            atexit.register(self.close)  # the jails die with this process anyway; this also removes the cgroups
         return self
 
     def run(self, job: dict, timeout: float) -> dict | None:
@@ -297,15 +305,15 @@ class Sandbox:
         `timeout` bounds the whole job on the trusted side; the worker enforces the per-run limits itself.
         """
         self.start()
-        worker = self._idle.get()
+        slot = self._idle.get()
         try:
-            if isinstance(worker, int):  # a slot whose worker died: restart it
-                worker = self._spawn(worker)
+            worker = self._workers[slot] or self._spawn(slot)  # a slot whose worker died restarts here
+            self._workers[slot] = worker
             response = worker.request(job, time.monotonic() + timeout)
             if response is None:
-                logger.error("sandbox worker %d died or stalled; restarting it", worker.slot)
+                logger.error("sandbox worker %d died or stalled; restarting it", slot)
                 worker.kill()
-                worker = worker.slot
+                self._workers[slot] = None
             elif "infra" in response:
                 logger.error("sandbox infrastructure failure: %s", response["infra"])
                 response = None
@@ -313,19 +321,25 @@ class Sandbox:
             logger.error("%s", error)
             response = None
         finally:
-            self._idle.put(worker)
+            self._idle.put(slot)
         if response is None or any(run.get("infra") for run in response["runs"]):
             with self._lock:
                 self.infra_failures += 1
             return None
         return response
 
+    def worker_pids(self) -> list[int]:
+        """Process ids of the running workers' outermost processes (for monitoring and tests)."""
+        return [worker.process.pid for worker in self._workers if worker is not None]
+
     def close(self) -> None:
+        """Kill every worker, busy or not (their jobs score None); a later `run` starts them again."""
+        atexit.unregister(self.close)
         with self._lock:
-            while not self._idle.empty():
-                worker = self._idle.get()
-                if isinstance(worker, _Worker):
+            for slot, worker in enumerate(self._workers):
+                if worker is not None:
                     worker.kill()
+                    self._workers[slot] = None
             self._started = False
 
     def _spawn(self, slot: int) -> _Worker:
@@ -351,7 +365,7 @@ class Sandbox:
         if self.backstop_available is False:
             return None
         try:
-            backstop = Backstop(f"trl-ext-sandbox-{os.getpid()}-{slot}", self.worker_memory, self.worker_processes)
+            backstop = Backstop(f"{self.name}-{slot}", self.worker_memory, self.worker_processes)
         except OSError as error:
             logger.warning(
                 "no cgroup backstop for the code sandbox (%s): each run is still bounded by its rlimits, but its "
@@ -394,7 +408,8 @@ def jail_argv(config_json: str) -> list[str]:
     argv += [
         "--ro-bind", str(WORKER_PATH), JAIL_WORKER_PATH,
         "--proc", "/proc", "--dev", "/dev", "--dir", "/tmp",
-        "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
+        "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--hostname", "sandbox",
+        "--unshare-cgroup-try",
         "--die-with-parent", "--new-session", "--clearenv",
         "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "LANG", "C.UTF-8",
         "--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp", "--chdir", "/tmp",

@@ -118,7 +118,7 @@ def literal_value(text: str):
         raise ValueError(f"not a literal: {type(error).__name__}") from None
 
 
-_NON_FINITE = {"inf": math.inf, "nan": math.nan}
+_NON_FINITE = {"inf": math.inf, "nan": math.nan, "infj": complex(0, math.inf), "nanj": complex(0, math.nan)}
 _NUMBER = (int, float, complex)
 
 
@@ -445,6 +445,10 @@ class Worker:
         """The run itself: fds in place, limits on, privileges gone, then the untrusted program."""
         try:
             _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            if self.sample_namespaces:
+                # Own session and process group: kill(0, ...) reaches a process group across pid namespaces, and
+                # the worker's shares our uid, so without this `os.kill(os.getppid(), 9)` (ppid 0) kills the worker.
+                os.setsid()
             staged = {number: _fcntl_dup_high(fd) for number, fd in child_fds.items()}
             control = _fcntl_dup_high(control)
             for number, fd in staged.items():

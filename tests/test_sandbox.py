@@ -1,0 +1,295 @@
+"""The executor and its isolation layers, observed from inside a run and from the host."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rewards import sandbox as sandbox_module
+from rewards.code import build_job, plan_tests
+from rewards.sandbox import Isolation, Limits, Sandbox, SandboxUnavailable
+from rewards.sandbox.worker import literal_value
+
+LIMITS = Limits(timeout=2.0, memory=512 << 20, compile_timeout=10.0)
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    box = Sandbox(workers=2).start()
+    yield box
+    box.close()
+
+
+def values_from(box: Sandbox, code: str, *expressions: str, limits: Limits = LIMITS) -> list:
+    """What each expression evaluates to inside a run (literal values; an exception's type name as a string)."""
+    job = {"kind": "python_calls", "source": code, "expressions": expressions, "limits": dataclasses.asdict(limits)}
+    response = box.run(job, limits.timeout + 5)
+    assert response is not None
+    results = {}
+    for line in response["runs"][0]["results"].splitlines():
+        message = json.loads(line)
+        results[message["i"]] = literal_value(message["r"]) if "r" in message else f"raised {message['e']}"
+    return [results.get(index) for index in range(len(expressions))]
+
+
+PROBE = """
+import ctypes, os, resource, socket
+
+def try_(action):
+    try:
+        return action()
+    except BaseException as error:
+        return f"raised {type(error).__name__}"
+
+def connect(host, port):
+    return try_(lambda: socket.create_connection((host, port), timeout=1).close() or "connected")
+
+def write(path):
+    return try_(lambda: open(path, "w").write("x") and "written")
+
+def mount_tmpfs():
+    libc = ctypes.CDLL(None, use_errno=True)
+    return "mounted" if libc.mount(b"none", b"/usr", b"tmpfs", 0, None) == 0 else os.strerror(ctypes.get_errno())
+"""
+
+
+def test_a_run_is_pid_1_of_its_own_namespace_as_an_unprivileged_user(sandbox):
+    pid, uid, gid, groups, setuid_root, hostname = values_from(
+        sandbox, PROBE, "os.getpid()", "os.getuid()", "os.getgid()", "os.getgroups()", "try_(lambda: os.setuid(0))",
+        "os.uname().nodename",
+    )  # fmt: skip
+    assert pid == 1
+    assert uid != 0 and gid != 0
+    assert setuid_root in ("raised PermissionError", "raised OSError")  # EPERM, or EINVAL: uid 0 is not mapped
+    assert hostname != os.uname().nodename
+
+
+def test_a_run_sees_only_a_read_only_minimal_root_and_no_processes(sandbox, tmp_path):
+    host_file = tmp_path / "host-file"
+    host_file.write_text("host")
+    root, proc, host, passwd, usr_write, tmp_write, mount = values_from(
+        sandbox, PROBE, "sorted(os.listdir('/'))", "os.listdir('/proc')", f"os.path.exists({str(host_file)!r})",
+        "os.path.exists('/etc/passwd')", "write('/usr/pwned')", "write('/tmp/mine')", "mount_tmpfs()",
+    )  # fmt: skip
+    assert not {"home", "etc", "work", "var", "opt", "mnt"} & set(root)
+    assert proc == []
+    assert host is False and passwd is False
+    assert usr_write == "raised OSError"
+    assert tmp_write == "written"
+    assert mount == "Operation not permitted"
+    assert not Path("/usr/pwned").exists()
+
+
+def test_a_run_has_a_clean_environment(sandbox, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_should_never_leak")
+    box = Sandbox(workers=1).start()  # started after the secret is in the trainer's environment
+    try:
+        (environment,) = values_from(box, "import os", "dict(os.environ)")
+    finally:
+        box.close()
+    assert set(environment) <= {"PATH", "LANG", "HOME", "TMPDIR", "PWD"}
+    assert "hf_should_never_leak" not in json.dumps(environment)
+
+
+def test_a_run_has_no_network_not_even_loopback(sandbox):
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted = []
+    threading.Thread(target=lambda: accepted.append(listener.accept()), daemon=True).start()
+    port = listener.getsockname()[1]
+    interfaces, loopback, any_address = values_from(
+        sandbox, PROBE, "[name for _, name in socket.if_nameindex()]", f"connect('127.0.0.1', {port})",
+        f"connect('0.0.0.0', {port})",
+    )  # fmt: skip
+    listener.close()
+    assert interfaces == ["lo"]
+    assert loopback.startswith("raised") and any_address.startswith("raised")
+    assert accepted == []
+
+
+def test_rlimits_are_set_inside_a_run(sandbox):
+    limits = dataclasses.replace(LIMITS, open_files=40, processes=30, file_size=1 << 20)
+    nofile, nproc, fsize, address_space, cpu, core = values_from(
+        sandbox, "import resource", *(f"resource.getrlimit(resource.{name})" for name in
+                                      ("RLIMIT_NOFILE", "RLIMIT_NPROC", "RLIMIT_FSIZE", "RLIMIT_AS", "RLIMIT_CPU",
+                                       "RLIMIT_CORE")),
+        limits=limits,
+    )  # fmt: skip
+    assert nofile == (40, 40) and nproc == (30, 30) and fsize == (1 << 20, 1 << 20)
+    assert address_space == (limits.memory, limits.memory)
+    assert cpu == (math.ceil(limits.timeout) + 1,) * 2 and core == (0, 0)
+
+
+def test_the_scratch_directory_is_wiped_between_runs(sandbox):
+    values_from(
+        sandbox, "open('/tmp/left-behind', 'w').write('x')\nimport os\nos.mkdir('/tmp/d')\nos.chmod('/tmp/d', 0)"
+    )
+    for _ in range(4):  # whichever worker runs next
+        assert values_from(sandbox, "import os", "os.listdir('/tmp')") == [[]]
+
+
+def test_wall_clock_kill_and_output_cap(sandbox):
+    started = time.monotonic()
+    assert values_from(sandbox, "import time\ntime.sleep(60)\nx = 1", "x") == [None]
+    assert time.monotonic() - started < LIMITS.timeout + 2
+    flood = {"kind": "python_io", "source": "while True: print('x' * 65536)", "inputs": [""],
+             "limits": dataclasses.asdict(LIMITS)}  # fmt: skip
+    started = time.monotonic()
+    (run,) = sandbox.run(flood, 10)["runs"]
+    assert run["killed"] == "output limit" and run["stdout_truncated"]
+    assert len(run["stdout"]) == LIMITS.max_output
+    assert time.monotonic() - started < LIMITS.timeout
+
+
+def test_a_dead_worker_scores_none_and_is_restarted():
+    box = Sandbox(workers=1).start()
+    try:
+        job, _ = build_job("import time\ntime.sleep(30)", plan_tests(["assert f()"]), "python", "", LIMITS)
+        threading.Timer(0.5, lambda: os.kill(box.worker_pids()[0], 9)).start()
+        assert box.run(job, 10) is None
+        assert box.infra_failures == 1
+        assert values_from(box, "x = 3", "x") == [3]
+    finally:
+        box.close()
+
+
+def test_a_stalled_worker_scores_none():
+    box = Sandbox(workers=1).start()
+    try:
+        job, _ = build_job("import time\ntime.sleep(30)", plan_tests(["assert f()"]), "python", "", LIMITS)
+        assert box.run(job, timeout=0.5) is None  # the trusted side gives up before the worker's own kill
+        assert values_from(box, "x = 4", "x") == [4]
+    finally:
+        box.close()
+
+
+def test_scoring_forks_nothing_in_the_trainer(sandbox):
+    def children() -> set[int]:
+        pids = set()
+        for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+            pids |= {int(pid) for pid in (task / "children").read_text().split()}
+        return pids
+
+    values_from(sandbox, "x = 0", "x")
+    before = children()
+    for index in range(30):
+        assert values_from(sandbox, f"x = {index}", "x") == [index]
+    assert children() == before
+
+
+def test_weaker_isolation_needs_an_explicit_opt_in(monkeypatch, caplog):
+    monkeypatch.delenv(sandbox_module.UNSANDBOXED_ENV, raising=False)
+    with pytest.raises(SandboxUnavailable, match="refusing"):
+        Sandbox(isolation=Isolation(sample_network=False))
+    monkeypatch.setenv(sandbox_module.UNSANDBOXED_ENV, "1")
+    with caplog.at_level(logging.WARNING):
+        Sandbox(isolation=Isolation(sample_network=False))
+    assert "WITHOUT SAMPLE_NETWORK" in caplog.text
+
+
+def test_no_bubblewrap_fails_closed_unless_opted_in(monkeypatch, caplog):
+    monkeypatch.delenv(sandbox_module.UNSANDBOXED_ENV, raising=False)
+    monkeypatch.setattr(sandbox_module.shutil, "which", lambda name: None)
+    with pytest.raises(SandboxUnavailable, match="apt-get install bubblewrap"):
+        Sandbox(workers=1).start()
+    box = Sandbox(workers=1, allow_unsandboxed=True)
+    with caplog.at_level(logging.WARNING):
+        box.start()
+    try:
+        assert box.isolation == sandbox_module.NO_ISOLATION
+        assert "fallback" in caplog.text and "UNTRUSTED" in caplog.text
+        assert values_from(box, "x = 5", "x") == [5]
+    finally:
+        box.close()
+
+
+def test_a_worker_that_cannot_start_is_reported(monkeypatch):
+    monkeypatch.setattr(sandbox_module, "python_executable", lambda: "/nonexistent/python")
+    with pytest.raises(SandboxUnavailable, match="did not start"):
+        Sandbox(workers=1).start()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the cgroup backstop needs a writable cgroup (root)")
+def test_the_cgroup_backstop_caps_memory_across_processes():
+    box = Sandbox(workers=1, worker_memory=256 << 20).start()
+    many_processes = """
+import os, time
+def touch(size):
+    block = bytearray(size)
+    for i in range(0, size, 4096):
+        block[i] = 1
+    return block
+def statuses():
+    pids = []
+    for _ in range(6):
+        pid = os.fork()
+        if pid == 0:
+            touch(100 << 20)
+            time.sleep(1)
+            os._exit(0)
+        pids.append(pid)
+    return [os.waitpid(pid, 0)[1] for pid in pids]
+"""
+    try:
+        assert box.backstop_available
+        (statuses,) = values_from(box, many_processes, "statuses()")
+        assert any(status != 0 for status in statuses)  # some were OOM-killed: 6 x 100 MiB > 256 MiB
+        assert values_from(box, "x = 6", "x") == [6]
+    finally:
+        box.close()
+    assert not list(Path("/sys/fs/cgroup").glob(f"**/{box.name}-*"))
+
+
+literals = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text() | st.binary() | st.complex_numbers(),
+    lambda inner: (
+        st.lists(inner)
+        | st.tuples(inner, inner)
+        | st.dictionaries(st.text() | st.integers(), inner)
+        | st.frozensets(st.integers() | st.text())
+        | st.sets(st.integers())
+    ),
+    max_leaves=20,
+)
+
+
+def same(a, b) -> bool:
+    """Equal with the same types all the way down (nan equals nan here)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float):
+        return a == b or (math.isnan(a) and math.isnan(b))
+    if isinstance(a, complex):
+        return same(a.real, b.real) and same(a.imag, b.imag)
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same(a[key], b[key]) for key in a)
+    return a == b
+
+
+@settings(max_examples=300, deadline=None)
+@given(literals)
+def test_literal_value_rebuilds_every_literal_from_its_repr(value):
+    assert same(literal_value(repr(value)), value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["__import__('os').system('id')", "f(1)", "x", "(1).real", "[1, 2][0]", "lambda: 1", "{1: 2}[1]", "2 ** 10",
+     "{[1]: 2}", "{[1]}", "print", "'a' + 'b'", "-'a'"],
+)  # fmt: skip
+def test_literal_value_rejects_anything_that_is_not_a_literal(text):
+    with pytest.raises(ValueError):
+        literal_value(text)
