@@ -163,7 +163,7 @@ _SENTENCE_END = re.compile(r"[.!?;](?=\s|$)|\n")
 _SIMPLE_SPAN = re.compile(r"[ \t]*(\$?-?\d[\d,]*(?:\.\d+)?)[ \t]*(?:[.!;](?=\s|$)|\n|$)")
 _EXPLANATION = re.compile(
     r",?\s+(?:since|because|as\s+(?:shown|computed|calculated)|which|so\s+that|where|given|but|therefore|thus|hence|"
-    r"i\.e\.|that\s+is|I\s+hope|not|rather\s+than|instead\s+of)\b|\s+\((?=[A-Za-z]{2,}[\s)])[^()]*\)\s*$",
+    r"i\.e\.|that\s+is|I\s+hope|not|rather\s+than|instead\s+of)\b|\s+\((?!(?:or|and|maybe|perhaps|possibly|alternatively|either|otherwise)\b)(?=[A-Za-z]{2,}[\s)])[^()]*\)\s*$",
     re.IGNORECASE,
 )
 _LEADING_PROSE = re.compile(r"^(?:(?!negative\b|minus\b)[A-Za-z][a-z']+\s+)+(?=[-+\d(\[$\\])")

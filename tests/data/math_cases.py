@@ -462,6 +462,16 @@ CASES = [
     ("pred", "\\text{(B)}\\ 12", "B", 1, "text"),
     ("pred", "(B) 12", "12", 1, "text"),
     ("pred", "(B) 12", "C", 0, "text"),
+    ("answer", "The answer is 18 (or 17).", GSM_18, 0, "hedge"),
+    ("answer", "The answer is 18 (maybe 17)", GSM_18, 0, "hedge"),
+    ("answer", "The answer is 18 (eighteen).", GSM_18, 1, "answer_then_number"),
+    ("answer", "So, the answer is 18 ✓", GSM_18, 1, "unicode"),
+    ("solution", "Thus, the answer is $\\boxed{\\textbf{(C)}\\ 18}$", "C", 1, "text"),
+    ("solution", "\\boxed{\\frac{1}{2}, \\frac{1}{3}}", "\\frac13, \\frac12", 1, "list"),
+    ("solution", "\\boxed{\\frac{22}{7}}", "\\pi", 0, "approximation"),
+    ("solution", "\\boxed{-2 \\le x \\le 3}", "[-2,3]", 1, "inequality"),
+    ("solution", "\\boxed{(a,b)=(2,3)}", "(2, 3)", 1, "tuple"),
+    ("solution", "\\boxed{a=2, b=3}", "(2,3)", 1, "tuple"),
     # --- LaTeX completions, gold in the `solution` column -----------------------------------------------------------
     ("solution", "Thus $x-p=\\boxed{2-2p}$.", "$2-2p$", 1, "latex_completion"),
     (
