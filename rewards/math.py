@@ -151,6 +151,7 @@ class Relation:
 
 _BOX_COMMAND = re.compile(r"\\(?:boxed|fbox|framebox)\s*")
 _BRACE_OR_ESCAPE = re.compile(r"\\.|[{}]", re.DOTALL)
+_BOX_TOKEN = re.compile(r"[^\s${}]+")
 _BOX_SEPARATOR = re.compile(
     r"(?:\s|[,;&$]|\\[()\[\]]|\\q?quad|\\text\s*\{\s*(?:and|or|,)?\s*\}|\band\b|\bor\b|\\,|\\;|\\ )*", re.IGNORECASE
 )
@@ -203,8 +204,8 @@ def _boxes(text: str) -> list[tuple[int, int, str]]:
         if start < len(text) and text[start] == "{":
             if start in closing:
                 found.append((match.start(), closing[start] + 1, text[start + 1 : closing[start]]))
-        elif token := re.match(r"[^\s$]+", text[start:]):
-            found.append((match.start(), start + token.end(), token.group()))
+        elif token := _BOX_TOKEN.match(text, start):  # `\boxed 5`
+            found.append((match.start(), token.end(), token.group()))
     return found
 
 
@@ -569,27 +570,7 @@ _ATTACHED_UNITS = re.compile(
     r"yds?|sq|sqft|dollars?|cents?|euros?|pounds?|yen|rupees?|degrees?|units?|pcs|days?|years?|weeks?|months?)"
     r"(?:\^\{?[23]\}?|[23])?\.?)$"
 )
-_NOT_UNITS = {
-    "pi",
-    "e",
-    "i",
-    "x",
-    "y",
-    "z",
-    "n",
-    "k",
-    "a",
-    "b",
-    "c",
-    "d",
-    "t",
-    "r",
-    "sqrt",
-    "ldots",
-    "infty",
-    "or",
-    "and",
-}
+_NOT_UNITS = set("pi e i x y z n k a b c d t r sqrt ldots infty or and".split())  # math words, not units
 _SIGN_SPACE = re.compile(r"^([+-])\s+")
 _NUMBER_WORDS = {
     word: value
