@@ -19,8 +19,8 @@ Time bound (`timeout`, default `DEFAULT_TIMEOUT_S`): extraction and the fast pat
 work on at most the last 50k characters. Inputs that could stall sympy (huge or stacked powers, big factorials, deep
 nesting, long expressions) are refused before any symbolic work. The symbolic comparison runs in a worker process,
 so the bound holds in any thread and process, without signals in the caller: the worker interrupts itself with a
-timer at 90% of the remaining budget (and stays usable), and a worker that still has not answered at the deadline,
-being stuck in C code, is killed and replaced by a spare. Out of time scores 0.0. Starting a worker (about a second,
+timer at 85% of the remaining budget (and stays usable), and a worker that still has not answered at 95%, being
+stuck in C code, is killed and replaced by a spare. Out of time scores 0.0. Starting a worker (about a second,
 once per process) is not charged to the item, so a cold start never costs a right answer.
 
 Policies (deliberate choices):
@@ -1158,7 +1158,7 @@ class _SymbolicWorker:
         """
         stdin = self.process.stdin
         assert stdin is not None
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout * _KILL_SHARE
         try:
             stdin.write(json.dumps([pred, gold, timeout * _WORKER_TIMEOUT_SHARE]).encode() + b"\n")
             stdin.flush()
@@ -1171,11 +1171,12 @@ class _SymbolicWorker:
         return self.process.poll() is None
 
     def kill(self) -> None:
+        """SIGKILL; reaped at once when possible, else later by `subprocess`'s own clean-up of finished children."""
         try:
             self.process.kill()
-            self.process.wait(timeout=5)
-        except Exception:  # already gone
-            logger.debug("could not reap a symbolic worker", exc_info=True)
+            self.process.wait(timeout=0.05)
+        except Exception:  # already gone, or not reaped yet
+            logger.debug("symbolic worker not reaped yet", exc_info=True)
 
 
 class _SymbolicPool:
@@ -1263,7 +1264,8 @@ class _SymbolicPool:
 
 
 _MAX_FAILED_STARTS = 3
-_WORKER_TIMEOUT_SHARE = 0.9  # the worker stops itself at 90% of the budget, leaving the rest for the reply
+_WORKER_TIMEOUT_SHARE = 0.85  # the worker stops itself at 85% of the budget, leaving time for its reply,
+_KILL_SHARE = 0.95  # and is killed at 95% if it has not replied, leaving time for the kill
 _STARTUP_TIMEOUT_S = 60.0
 _POOL = _SymbolicPool()
 atexit.register(_POOL.close)
