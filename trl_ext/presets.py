@@ -149,13 +149,13 @@ class Preset:
         for group in FIELD_ALIASES:
             if explicit & group:
                 explicit |= group
-        _update(training_args, self.training_values(), explicit, self.name)
+        update_config(training_args, self.training_values(), explicit, f"Preset {self.name!r}")
         model_updates = self.model_values()
         # TRL recipes pass model_init_kwargs to the trainer after the ModelConfig's dtype: keep them consistent
         if "dtype" not in explicit and getattr(training_args, "model_init_kwargs", None):
             if "dtype" in training_args.model_init_kwargs:
                 training_args.model_init_kwargs["dtype"] = model_updates["dtype"]
-        _update(model_args, model_updates, explicit, self.name)
+        update_config(model_args, model_updates, explicit, f"Preset {self.name!r}")
 
     def to_dict(self) -> dict:
         """Flat summary for experiment trackers."""
@@ -166,8 +166,11 @@ class Preset:
         return summary
 
 
-def _update(config, values: dict, explicit: set[str], preset_name: str) -> None:
-    """Rebuild the dataclass `config` with `values` for the fields it has and the user did not set."""
+def update_config(config, values: dict, explicit: set[str], source: str) -> None:
+    """Rebuild the dataclass `config` in place with `values` for the fields it has and the user did not set.
+
+    `source` names what sets the values (a preset, a recipe's defaults) in the error raised on a conflict.
+    """
     names = {f.name for f in dataclasses.fields(config)}
     changes = {k: v for k, v in values.items() if k in names and k not in explicit}
     # GRPO/RLOO derive one of these from the other in __post_init__; let the derived one be derived again
@@ -181,7 +184,7 @@ def _update(config, values: dict, explicit: set[str], preset_name: str) -> None:
         rebuilt = dataclasses.replace(config, **changes)
     except ValueError as error:
         raise ValueError(
-            f"Preset {preset_name!r} set {sorted(set(changes) - derived)}, which conflicts with your settings: "
+            f"{source} set {sorted(set(changes) - derived)}, which conflicts with your settings: "
             f"{error} Set the conflicting values explicitly, or choose another --preset."
         ) from error
     vars(config).clear()

@@ -1,0 +1,378 @@
+"""What every recipe shares: argument parsing, input checks, the embedded default, presets, W&B, evaluation.
+
+A recipe reads top to bottom as: parse -> `prepare_run` -> build TRL's trainer -> `run.evaluate("before")` ->
+train -> `run.evaluate("after")` -> `run.finish`. Everything that would otherwise be repeated in each script, and
+every check that must fail before a model loads, lives here.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from trl import ModelConfig, ScriptArguments, TrlParser
+
+from trl_ext.data import DEFAULT_SYSTEM_PROMPT, add_prompts, load_gsm8k, split_train_test
+
+EMBEDDED_MODEL_NAME = "embedded-tiny"
+EMBEDDED_DATASET_NAME = "generated-gsm8k"
+# Settings that make the embedded tiny model learn visibly on a CPU within minutes (bench/ and tests measure it).
+# They apply only when no model is given, and only to fields the user did not set.
+EMBEDDED_TRAINING_DEFAULTS: dict[str, dict] = {
+    "grpo": {
+        "per_device_train_batch_size": 64,
+        "num_generations": 8,
+        "learning_rate": 1e-4,
+        "lr_scheduler_type": "constant",
+        "max_completion_length": 48,
+        "temperature": 1.0,
+        "max_steps": 60,
+        "logging_steps": 5,
+        "save_steps": 20,
+        "gradient_checkpointing": False,
+    },
+}
+
+
+@dataclass
+class RecipeArguments(ScriptArguments):
+    """Arguments every recipe shares, on top of TRL's `ScriptArguments` (dataset name, config and splits).
+
+    Leaving `--model_name_or_path` and `--dataset_name` unset runs the embedded default: a tiny model and generated
+    GSM8K-style problems, built locally.
+    """
+
+    question_column: str = field(default="question", metadata={"help": "Dataset column holding the problem."})
+    answer_column: str = field(
+        default="answer", metadata={"help": "Dataset column holding the gold answer (a GSM8K rationale ending `#### N`)."}
+    )
+    system_prompt: str | None = field(
+        default=None,
+        metadata={"help": "System prompt asking for reasoning and the answer format (default: the dataset's own). "
+                  "Set to an empty string for none."},
+    )
+    difficulty: int = field(default=2, metadata={"help": "Difficulty (1-4) of generated problems, when no dataset is given."})
+    reward_funcs: list[str] = field(
+        default_factory=lambda: ["math_answer_reward"],
+        metadata={"help": "Reward functions: names exported by `rewards`, or dotted import paths (`my_pkg.my_reward`)."},
+    )
+    eval_num_problems: int = field(default=300, metadata={"help": "Held-out problems scored before and after training."})
+    eval_batch_size: int = field(default=64, metadata={"help": "Prompts per generation batch during evaluation."})
+    eval_max_new_tokens: int | None = field(
+        default=None, metadata={"help": "Generation budget for evaluation (default: the training completion length)."}
+    )
+    preset: str = field(
+        default="auto",
+        metadata={"help": "Memory preset (see `trl-ext plan`); `auto` picks the largest that fits the device. "
+                  "Explicit flags and YAML values win over it."},
+    )
+    wandb_project: str | None = field(default=None, metadata={"help": "W&B project (default: $WANDB_PROJECT or trl-ext)."})
+
+
+class RecipeError(SystemExit):
+    """Bad input found before any expensive work: exits with a one-line message that says what to fix."""
+
+    def __init__(self, message: str):
+        super().__init__(f"error: {message}")
+
+
+def _suggest(name: str, known: set[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def explicit_keys(argv: list[str]) -> set[str]:
+    """Field names set on the command line or in the `--config` YAML: presets and defaults leave these alone."""
+    keys = {token[2:].split("=", 1)[0].replace("-", "_") for token in argv if token.startswith("--")}
+    if "--config" in argv:
+        keys |= set(_read_yaml(argv[argv.index("--config") + 1])) - {"env"}
+    return keys - {"config"}
+
+
+def _read_yaml(path: str) -> dict:
+    if not Path(path).is_file():
+        raise RecipeError(f"config file {path} does not exist (check --config)")
+    with open(path) as handle:
+        config = yaml.safe_load(handle) or {}
+    if not isinstance(config, dict):
+        raise RecipeError(f"config file {path} must hold a YAML mapping of argument names to values")
+    return config
+
+
+def parse_recipe_args(config_class, script_class=RecipeArguments, argv: list[str] | None = None):
+    """Parse `(script args, TRL config, ModelConfig)` from flags and `--config file.yaml`, as TRL's scripts do.
+
+    Unknown flags or YAML keys fail here with a suggestion. Returns the three dataclasses and the set of explicitly
+    given field names.
+    """
+    import torch
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = TrlParser((script_class, config_class, ModelConfig))
+    known = {action.dest for action in parser._actions} - {"help"}
+    explicit = explicit_keys(argv)
+    if "--config" in argv:
+        for key in _read_yaml(argv[argv.index("--config") + 1]):
+            if key != "env" and key not in known:
+                raise RecipeError(f"unknown key '{key}' in {argv[argv.index('--config') + 1]}{_suggest(key, known)}")
+    for key in sorted(explicit):
+        if key not in known:
+            raise RecipeError(f"unknown argument '--{key}'{_suggest(key, known)}")
+    # TRL configs default to bf16=True, which fails outright on a CPU or a GPU without bf16: default to what works.
+    if "bf16" not in explicit:
+        parser.set_defaults(bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    try:
+        script_args, training_args, model_args = parser.parse_args_and_config(argv)
+    except ValueError as error:
+        raise RecipeError(str(error).splitlines()[0]) from error
+    return script_args, training_args, model_args, explicit
+
+
+def resolve_reward_funcs(names: list[str]) -> list[Callable]:
+    """Reward functions by name (anything exported by `rewards`) or dotted import path."""
+    import rewards
+
+    resolved = []
+    for name in names:
+        if hasattr(rewards, name):
+            resolved.append(getattr(rewards, name))
+            continue
+        module_name, _, attribute = name.rpartition(".")
+        try:
+            resolved.append(getattr(importlib.import_module(module_name), attribute))
+        except (ImportError, AttributeError, ValueError) as error:
+            raise RecipeError(
+                f"unknown reward function '{name}'; use one of {sorted(rewards.__all__)} or a dotted import path"
+            ) from error
+    return resolved
+
+
+def check_model_source(name_or_path: str) -> None:
+    """Fail fast, before any weights load, when the model is neither a local model directory nor on the hub."""
+    path = Path(name_or_path).expanduser()
+    if path.exists() or name_or_path.startswith((".", "/", "~")):
+        if not (path / "config.json").is_file():
+            raise RecipeError(
+                f"model path {path} is not a model directory (no config.json); pass a directory written by "
+                "save_pretrained, or a hub id such as Qwen/Qwen2.5-0.5B-Instruct"
+            )
+        return
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(name_or_path)
+    except (OSError, ValueError) as error:
+        raise RecipeError(
+            f"model '{name_or_path}' is neither a local directory nor reachable on the Hugging Face Hub "
+            f"({type(error).__name__}); check --model_name_or_path"
+        ) from error
+
+
+def resolve_resume(resume: str | None, output_dir: str) -> str | None:
+    """`--resume_from_checkpoint` as a path: `true`/`last` mean the newest checkpoint in `output_dir`."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if resume is None or str(resume).lower() in {"false", "no", ""}:
+        checkpoints = sorted(Path(output_dir).glob("checkpoint-*")) if Path(output_dir).is_dir() else []
+        if checkpoints:
+            raise RecipeError(
+                f"{output_dir} already holds {checkpoints[-1].name}; pass --resume_from_checkpoint true to continue "
+                "that run, or choose another --output_dir (nothing was overwritten)"
+            )
+        return None
+    if str(resume).lower() in {"true", "last", "yes"}:
+        last = get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
+        if last is None:
+            raise RecipeError(f"--resume_from_checkpoint {resume}: no checkpoint-* directory in {output_dir}")
+        return last
+    if not Path(resume).is_dir():
+        raise RecipeError(f"--resume_from_checkpoint {resume} is not a checkpoint directory")
+    return resume
+
+
+@dataclass
+class RecipeRun:
+    """One recipe run: resolved inputs, the W&B run, and the evaluation both ends share."""
+
+    method: str
+    model_name_or_path: str
+    is_embedded: bool
+    tokenizer: object
+    train_dataset: object
+    eval_dataset: object
+    reward_funcs: list[Callable]
+    script_args: RecipeArguments
+    training_args: object
+    model_args: ModelConfig
+    preset: object
+    resume_from_checkpoint: str | None
+    wandb_run: object = None
+    results: dict = field(default_factory=dict)
+    started: float = field(default_factory=time.time)
+
+    def print(self, message: str) -> None:
+        from accelerate import PartialState
+
+        if PartialState().is_main_process:
+            print(message, flush=True)
+
+    def evaluate(self, trainer, label: str, model=None):
+        """Greedy pass@1 on the held-out problems, printed and logged as `eval/<label>/...`."""
+        from trl.models import unwrap_model_for_generation
+
+        from trl_ext.evaluation import evaluate
+
+        max_new_tokens = self.script_args.eval_max_new_tokens or getattr(
+            self.training_args, "max_completion_length", 256
+        )
+        with unwrap_model_for_generation(model or trainer.model_wrapped, trainer.accelerator) as unwrapped:
+            result = evaluate(
+                unwrapped,
+                self.tokenizer,
+                self.eval_dataset,
+                reward_func=self.reward_funcs[0],
+                max_new_tokens=max_new_tokens,
+                batch_size=self.script_args.eval_batch_size,
+                accelerator=trainer.accelerator,
+            )
+        self.results[label] = result
+        self.print(
+            f"[{self.method}] held-out accuracy {label}: {100 * result.accuracy:.1f}% "
+            f"({result.num_problems} problems, greedy pass@1)"
+        )
+        if self.wandb_run is not None:
+            metrics = result.as_metrics(f"eval/{label}")
+            self.wandb_run.log(metrics)
+            self.wandb_run.summary.update(metrics)
+        return result
+
+    def finish(self, trainer) -> None:
+        """Save the final model, log the before/after summary and the memory peak, close the trackers."""
+        from trl_ext.memory import measured_peak_bytes
+
+        trainer.save_model(self.training_args.output_dir)
+        summary = {"runtime_seconds": time.time() - self.started, "memory/measured_peak_gib": measured_peak_bytes() / 2**30}
+        if "before" in self.results and "after" in self.results:
+            gain = self.results["after"].accuracy - self.results["before"].accuracy
+            summary["eval/accuracy_gain"] = gain
+            self.print(
+                f"[{self.method}] accuracy {100 * self.results['before'].accuracy:.1f}% -> "
+                f"{100 * self.results['after'].accuracy:.1f}% ({100 * gain:+.1f} points); "
+                f"model saved to {self.training_args.output_dir}"
+            )
+        if self.wandb_run is not None:
+            self.wandb_run.summary.update(summary)
+        trainer.end() if hasattr(trainer, "end") else None
+        if self.wandb_run is not None:
+            self.wandb_run.finish()
+
+
+def prepare_run(method: str, script_args, training_args, model_args, explicit: set[str]) -> RecipeRun:
+    """Check every input, resolve the embedded default and the preset, load data and tokenizer, start W&B.
+
+    Nothing here loads model weights: a bad path, column or key fails in seconds.
+    """
+    from transformers import AutoTokenizer
+
+    from trl_ext.presets import resolve_preset, update_config
+
+    reward_funcs = resolve_reward_funcs(script_args.reward_funcs)
+    try:
+        splits = load_gsm8k(
+            script_args.dataset_name, script_args.dataset_config, script_args.question_column,
+            script_args.answer_column, script_args.difficulty,
+        )
+    except (FileNotFoundError, ValueError) as error:
+        raise RecipeError(str(error)) from error
+    train, test = split_train_test(splits, script_args.eval_num_problems, seed=training_args.seed)
+
+    is_embedded = model_args.model_name_or_path is None
+    explicit = set(explicit)
+    if is_embedded:
+        from trl_ext.embedded import EmbeddedSpec, embedded_model_path
+
+        spec = EmbeddedSpec(difficulty=script_args.difficulty)
+        update_config(training_args, EMBEDDED_TRAINING_DEFAULTS.get(method, {}), explicit, "The embedded default")
+        explicit |= set(EMBEDDED_TRAINING_DEFAULTS.get(method, {}))  # the tuned values win over any preset
+        model_args.model_name_or_path = str(embedded_model_path(spec))
+        system_prompt = spec.system_prompt if script_args.system_prompt is None else script_args.system_prompt
+    else:
+        check_model_source(model_args.model_name_or_path)
+        system_prompt = DEFAULT_SYSTEM_PROMPT if script_args.system_prompt is None else script_args.system_prompt
+
+    preset = resolve_preset(script_args.preset, model_args.model_name_or_path, method)
+    preset.apply(training_args, model_args, explicit)
+    training_args.model_init_kwargs = {
+        "revision": model_args.model_revision,
+        "attn_implementation": model_args.attn_implementation,
+        "dtype": model_args.dtype,
+        **(training_args.model_init_kwargs or {}),
+    }
+
+    model_label = EMBEDDED_MODEL_NAME if is_embedded else model_args.model_name_or_path
+    dataset_label = script_args.dataset_name or EMBEDDED_DATASET_NAME
+    from trl_ext.tracking import run_name
+
+    if training_args.run_name is None:
+        training_args.run_name = run_name(method, model_label, dataset_label, training_args.seed)
+    if "output_dir" not in explicit or training_args.output_dir is None:
+        training_args.output_dir = str(Path("outputs") / training_args.run_name)
+    resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
+    if "report_to" not in explicit:
+        training_args.report_to = ["wandb"]
+
+    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
+    run = RecipeRun(
+        method=method,
+        model_name_or_path=model_args.model_name_or_path,
+        is_embedded=is_embedded,
+        tokenizer=tokenizer,
+        train_dataset=add_prompts(train, system_prompt or None),
+        eval_dataset=add_prompts(test.select(range(min(len(test), script_args.eval_num_problems))), system_prompt or None),
+        reward_funcs=reward_funcs,
+        script_args=script_args,
+        training_args=training_args,
+        model_args=model_args,
+        preset=preset,
+        resume_from_checkpoint=resume,
+    )
+    if is_embedded:
+        run.print(
+            f"[{method}] Running the embedded default: a tiny model built locally, trained on generated GSM8K-style "
+            "problems. For a real run: accelerate launch recipes/"
+            f"{method}_gsm8k.py --config recipes/configs/{method}_gsm8k.yaml (or --model_name_or_path and --dataset_name)"
+        )
+    run.print(f"[{method}] preset: {preset.name}; output: {training_args.output_dir}")
+    if "wandb" in (training_args.report_to or []):
+        run.wandb_run = _start_tracking(run, method, model_label, dataset_label)
+    return run
+
+
+def _start_tracking(run: RecipeRun, method: str, model_label: str, dataset_label: str):
+    from accelerate import PartialState
+
+    from trl_ext.platform import detect_platform
+    from trl_ext.tracking import start_wandb_run
+
+    if not PartialState().is_main_process:
+        return None
+    platform = detect_platform()
+    os.environ.setdefault("WANDB_LOG_MODEL", "false")
+    return start_wandb_run(
+        method,
+        model_label,
+        dataset_label,
+        run.training_args.seed,
+        name=run.training_args.run_name,
+        config={"platform": platform.to_dict(), "preset": run.preset.to_dict(), "recipe": vars(run.script_args)},
+        tags=[platform.backend, run.preset.name] + (["embedded"] if run.is_embedded else []),
+        project=run.script_args.wandb_project,
+        log=run.print,
+    )
