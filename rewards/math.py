@@ -177,7 +177,9 @@ _NUMBER_TOKEN = (
     r"(?:\.\d+)?(?:\s*/\s*\d+(?:\.\d+)?)?"
     r"(?:\s*(?:%|\\%|percent\b|thousand\b|million\b|billion\b|trillion\b))?"
 )
-_LAST_NUMBER = re.compile(r"(?s:.*)(?<![\w.,/\-\u2212])(?<!\d )(?<!negative )(?<!minus )(" + _NUMBER_TOKEN + ")")
+_LAST_NUMBER = re.compile(  # after any non-Latin text too: "答案是18"
+    r"(?s:.*)(?<![A-Za-z\d_.,/\-\u2212])(?<!\d )(?<!negative )(?<!minus )(" + _NUMBER_TOKEN + ")"
+)
 _MATH_DELIMITERS = re.compile(r"\$\$|\\\[|\\\]|\\\(|\\\)|(?<!\\)\$")
 
 
