@@ -24,7 +24,6 @@ from __future__ import annotations
 import ast
 import asyncio
 import builtins
-import copy
 import functools
 import hashlib
 import json
@@ -35,7 +34,7 @@ import shutil
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 from types import CodeType
 
@@ -269,12 +268,13 @@ def _plan_asserts(tests: str | Sequence[str], setup_code: str, entry_point: str 
     try:
         for statement in statements:
             splitter = _Splitter(trusted | _bound_names(statement.test), pinned, expressions)
-            split = splitter.split(copy.deepcopy(statement.test))  # the oracle may need the original
+            split = splitter.split(statement.test)  # rewrites the tree in place
             expression = ast.fix_missing_locations(ast.Expression(split))
             checks.append(ParentCheck(compile(expression, "<test>", "eval"), tuple(splitter.units)))
         return CallTests(tuple(expressions), tuple(checks))
     except _NeedsOracle:
         pass
+    statements = _assert_statements(tests)  # parsed again: the split attempt rewrote the trees
     proxies = set(pinned)
     for statement in statements:
         names = {node.id for node in ast.walk(statement) if isinstance(node, ast.Name)}
@@ -422,9 +422,14 @@ def _compiler_path(language: str) -> str:
     return path
 
 
+@functools.lru_cache(maxsize=64)
+def _limit_fields(limits: Limits) -> dict:
+    return asdict(limits)
+
+
 def build_job(code: str, plan: Plan, language: str, setup_code: str, limits: Limits) -> tuple[dict, float]:
     """The worker job for one sample and the trusted-side time limit for it."""
-    limit_fields = asdict(limits)
+    limit_fields = _limit_fields(limits)
     per_run = limits.timeout + 2
     if language in NATIVE:
         toolchain = NATIVE[language]
@@ -470,14 +475,13 @@ class _ScoreCache:
     A sample already being scored shares its future; infrastructure failures (None) are not kept.
     """
 
-    def __init__(self, size: int = 100_000, dispatch_threads: int = 64):
+    def __init__(self, size: int = 100_000):
         self.size = size
         self._scores: OrderedDict[str, float] = OrderedDict()
         self._pending: dict[str, Future] = {}
         self._lock = threading.Lock()
-        self._dispatch = ThreadPoolExecutor(dispatch_threads, thread_name_prefix="code-reward")
 
-    def submit(self, key: str, compute: Callable[[], float | None]) -> Future:
+    def submit(self, key: str, sandbox: Sandbox, compute: Callable[[], float | None]) -> Future:
         with self._lock:
             if key in self._scores:
                 self._scores.move_to_end(key)
@@ -486,7 +490,7 @@ class _ScoreCache:
                 return future
             if key in self._pending:
                 return self._pending[key]
-            future = self._dispatch.submit(compute)
+            future = sandbox.submit(compute)
             self._pending[key] = future
         future.add_done_callback(functools.partial(self._finish, key))
         return future
@@ -524,9 +528,10 @@ def submit_score(
     plan = _cached_plan(tests_json, language, entry_point, setup_code)
     if language in NATIVE:
         _compiler_path(language)
-    key = hashlib.sha256(json.dumps([code, tests_json, language, entry_point, setup_code, asdict(limits)]).encode())
+    key = json.dumps([code, tests_json, language, entry_point, setup_code, _limit_fields(limits)])
     box = sandbox or shared_sandbox()
-    return _cache.submit(key.hexdigest(), lambda: _run_and_grade(box, code, plan, language, setup_code, limits))
+    compute = functools.partial(_run_and_grade, box, code, plan, language, setup_code, limits)
+    return _cache.submit(hashlib.sha256(key.encode()).hexdigest(), box, compute)
 
 
 def score(

@@ -36,6 +36,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from rewards.sandbox.worker import encode_frame
@@ -277,6 +279,7 @@ class Sandbox:
         for slot in range(self.workers):
             self._idle.put(slot)
         self._lock = threading.Lock()
+        self._dispatch = ThreadPoolExecutor(self.workers, thread_name_prefix="sandbox-dispatch")
         self._started = False
         self.infra_failures = 0
 
@@ -327,6 +330,10 @@ class Sandbox:
                 self.infra_failures += 1
             return None
         return response
+
+    def submit(self, function: Callable, *args) -> Future:
+        """Run `function(*args)` on one of this sandbox's dispatch threads: one per worker, as many as can be busy."""
+        return self._dispatch.submit(function, *args)
 
     def worker_pids(self) -> list[int]:
         """Process ids of the running workers' outermost processes (for monitoring and tests)."""

@@ -15,15 +15,14 @@ import ast
 import builtins
 import ctypes
 import fcntl
+import gc
 import json
 import math
 import os
 import resource
 import select
-import shutil
 import signal
 import sys
-import tempfile
 import time
 
 _write = os.write  # held before any untrusted code runs in a forked child, which may rebind os.write
@@ -53,14 +52,14 @@ def _prctl(option: int, value: int) -> None:
     _check(_libc.prctl(option, value, 0, 0, 0), f"prctl({option})")
 
 
+class _CapabilityHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
 def _drop_capabilities() -> None:
     """Clear every capability the run holds in its own user namespace (a forked Python never execs, so keeps them)."""
-
-    class Header(ctypes.Structure):
-        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-    data = (ctypes.c_uint32 * 6)()
-    _check(_libc.capset(ctypes.byref(Header(0x20080522, 0)), data), "capset")
+    no_capabilities = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable; two 32-bit words each
+    _check(_libc.capset(ctypes.byref(_CapabilityHeader(0x20080522, 0)), no_capabilities), "capset")
 
 
 # ---------------------------------------------------------------------------------------------------- framing
@@ -368,10 +367,12 @@ class Worker:
             self.scratch = "/tmp"
             self._enter_jail_namespace()
         else:
-            self.scratch = tempfile.mkdtemp(prefix="trl-ext-sandbox-")
+            self.scratch = f"/tmp/trl-ext-sandbox-{os.getpid()}"
+            os.mkdir(self.scratch, 0o700)
             if self.sample_namespaces:
                 self.proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)
         _prctl(PR_SET_CHILD_SUBREAPER, 1)
+        self.devnull = os.open(os.devnull, os.O_RDWR)  # stdin/stdout/stderr of runs that need none
 
     def _enter_jail_namespace(self) -> None:
         """Become an unprivileged uid, then take a private mount namespace: size-capped /tmp, and /proc hidden.
@@ -408,7 +409,7 @@ class Worker:
             finally:
                 os._exit(127)
         os.close(control_write)
-        for fd in set(child_fds.values()):
+        for fd in set(child_fds.values()) - {self.devnull}:
             os.close(fd)
         return Run(pid, control_read, not self.sample_namespaces)
 
@@ -527,11 +528,7 @@ class Worker:
         return timed_out
 
     def _wipe_scratch(self) -> None:
-        for entry in os.scandir(self.scratch):
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path)
-            else:
-                os.unlink(entry.path)
+        _remove_contents(self.scratch)
 
     def run_one(
         self,
@@ -557,7 +554,7 @@ class Worker:
         readers: list[tuple[str, int, int, bool]] = []  # (name, read end, cap, kill past cap)
         stdin = None
         if stdin_data is None:
-            child_fds[0] = os.open(os.devnull, os.O_RDONLY)
+            child_fds[0] = self.devnull
         else:
             child_fds[0], stdin_write = os.pipe()
             os.set_blocking(stdin_write, False)
@@ -571,7 +568,7 @@ class Worker:
                 read_end, child_fds[number] = os.pipe()
                 readers.append((name, read_end, cap, strict))
             elif number < 3:
-                child_fds[number] = os.open(os.devnull, os.O_WRONLY)
+                child_fds[number] = self.devnull
         run = self.spawn(target, child_fds, limits)
         pipe_readers = {name: Reader(fd, run, cap, strict) for name, fd, cap, strict in readers}
         timed_out = self.collect([run], list(pipe_readers.values()), limits["timeout"], stdin)
@@ -619,18 +616,17 @@ class Worker:
         calls_read, calls_write = os.pipe()
         answers_read, answers_write = os.pipe()
         verdicts_read, verdicts_write = os.pipe()
-        null_in, null_out, null_err = (os.open(os.devnull, mode) for mode in (os.O_RDONLY, os.O_WRONLY, os.O_WRONLY))
-        dup = os.dup
+        null = self.devnull
         candidate = self.spawn(
             lambda: run_python_server(job["source"]),
-            {0: dup(null_in), 1: dup(null_out), 2: dup(null_err), 3: calls_read, 4: answers_write},
+            {0: null, 1: null, 2: null, 3: calls_read, 4: answers_write},
             limits,
         )
         oracle = self.spawn(
             lambda: run_python_oracle(
                 job["setup"], job["test_source"], job["statements"], job["proxies"], limits["max_output"]
             ),
-            {0: null_in, 1: null_out, 2: null_err, 3: answers_read, 4: calls_write, 5: verdicts_write},
+            {0: null, 1: null, 2: null, 3: answers_read, 4: calls_write, 5: verdicts_write},
             limits,
         )
         verdicts = Reader(verdicts_read, oracle, limits["max_output"], True)
@@ -674,6 +670,7 @@ class Worker:
         return runs
 
     def serve(self) -> None:
+        gc.freeze()  # what exists now is shared with every run: keep the runs' collector off those pages
         _write_all(1, encode_frame({"ready": True}))
         while (job := read_frame(0)) is not None:
             try:
@@ -687,6 +684,17 @@ class Worker:
                 except ChildProcessError:
                     break
             _write_all(1, encode_frame(response))
+
+
+def _remove_contents(directory: str) -> None:
+    """Empty a directory, whatever permissions a run left on what it made (the worker owns all of it)."""
+    for entry in os.scandir(directory):
+        if entry.is_dir(follow_symlinks=False):
+            os.chmod(entry.path, 0o700)
+            _remove_contents(entry.path)
+            os.rmdir(entry.path)
+        else:
+            os.unlink(entry.path)
 
 
 def _exec(argv: list[str]) -> None:
