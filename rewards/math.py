@@ -1167,7 +1167,10 @@ class _SymbolicWorker:
         except OSError:
             return None, False
         line = self._read_line(deadline)
-        return (None, False) if line is None else (json.loads(line), True)
+        try:
+            return (None, False) if line is None else (json.loads(line), True)
+        except ValueError:  # not our protocol: treat the worker as broken
+            return None, False
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -1300,13 +1303,16 @@ def _serve_symbolic_requests() -> None:
         pass
     import signal
 
+    # Replies go to a private copy of stdout; anything a library prints goes where stderr goes (nowhere).
+    replies = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     logging.disable(logging.WARNING)
     import math_verify  # noqa: F401  (import once, before announcing readiness)
 
     _sympy_parse("1")
     signal.signal(signal.SIGALRM, _interrupt)
-    sys.stdout.write("ready\n")
-    sys.stdout.flush()
+    replies.write("ready\n")
+    replies.flush()
     for line in sys.stdin:
         verdict: bool | None = False
         try:
@@ -1320,8 +1326,8 @@ def _serve_symbolic_requests() -> None:
             verdict = None
         except Exception:
             verdict = False
-        sys.stdout.write(json.dumps(verdict) + "\n")
-        sys.stdout.flush()
+        replies.write(json.dumps(verdict) + "\n")
+        replies.flush()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
