@@ -122,8 +122,9 @@ def load_gsm8k(
 
         config = dataset_config or ("main" if dataset_name == HUB_GSM8K else None)
         splits = load_dataset(dataset_name, name=config)
-    return DatasetDict({name: _gsm8k_columns(split, dataset_name, question_column, answer_column)
-                        for name, split in splits.items()})
+    return DatasetDict(
+        {name: _gsm8k_columns(split, dataset_name, question_column, answer_column) for name, split in splits.items()}
+    )
 
 
 def _gsm8k_columns(split: Dataset, source: str, question_column: str, answer_column: str) -> Dataset:
@@ -147,14 +148,18 @@ def add_prompts(dataset: Dataset, system_prompt: str | None = DEFAULT_SYSTEM_PRO
     return dataset.map(to_prompt)
 
 
-def split_train_test(splits: DatasetDict, test_size: int, seed: int = 0) -> tuple[Dataset, Dataset]:
-    """The train split and a held-out test split; a dataset with only `train` gets a seeded hold-out carved out."""
-    if "test" in splits:
-        return splits["train"], splits["test"]
-    if len(splits["train"]) < 2 * test_size:
+def split_train_test(
+    splits: DatasetDict, test_size: int, train_split: str = "train", test_split: str = "test", seed: int = 0
+) -> tuple[Dataset, Dataset]:
+    """The train and held-out splits; a dataset without `test_split` gets a seeded hold-out of `test_size` rows."""
+    if train_split not in splits:
+        raise ValueError(f"The dataset has splits {sorted(splits)}; expected '{train_split}' (--dataset_train_split).")
+    if test_split in splits:
+        return splits[train_split], splits[test_split]
+    if len(splits[train_split]) < 2 * test_size:
         raise ValueError(
-            f"The dataset has {len(splits['train'])} rows and no test split; need at least {2 * test_size} "
-            "to hold out an evaluation set (lower --eval_num_problems)."
+            f"The dataset has {len(splits[train_split])} rows and no '{test_split}' split; need at least "
+            f"{2 * test_size} to hold out {test_size} evaluation problems (lower --eval_num_problems)."
         )
-    parts = splits["train"].train_test_split(test_size=test_size, seed=seed)
+    parts = splits[train_split].train_test_split(test_size=test_size, seed=seed)
     return parts["train"], parts["test"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import difflib
 import importlib
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -51,29 +50,33 @@ class RecipeArguments(ScriptArguments):
 
     question_column: str = field(default="question", metadata={"help": "Dataset column holding the problem."})
     answer_column: str = field(
-        default="answer", metadata={"help": "Dataset column holding the gold answer (a GSM8K rationale ending `#### N`)."}
+        default="answer", metadata={"help": "Dataset column with the gold answer (GSM8K rationale ending `#### N`)."}
     )
     system_prompt: str | None = field(
         default=None,
-        metadata={"help": "System prompt asking for reasoning and the answer format (default: the dataset's own). "
-                  "Set to an empty string for none."},
+        metadata={
+            "help": "System prompt asking for reasoning and the answer format (default: the dataset's own). "
+            "Set to an empty string for none."
+        },
     )
-    difficulty: int = field(default=2, metadata={"help": "Difficulty (1-4) of generated problems, when no dataset is given."})
+    difficulty: int = field(default=2, metadata={"help": "Difficulty (1-4) of generated problems (no dataset given)."})
     reward_funcs: list[str] = field(
         default_factory=lambda: ["math_answer_reward"],
-        metadata={"help": "Reward functions: names exported by `rewards`, or dotted import paths (`my_pkg.my_reward`)."},
+        metadata={"help": "Reward functions: names exported by `rewards`, or dotted import paths (`pkg.my_reward`)."},
     )
-    eval_num_problems: int = field(default=300, metadata={"help": "Held-out problems scored before and after training."})
+    eval_num_problems: int = field(default=300, metadata={"help": "Held-out problems scored before and after."})
     eval_batch_size: int = field(default=64, metadata={"help": "Prompts per generation batch during evaluation."})
     eval_max_new_tokens: int | None = field(
         default=None, metadata={"help": "Generation budget for evaluation (default: the training completion length)."}
     )
     preset: str = field(
         default="auto",
-        metadata={"help": "Memory preset (see `trl-ext plan`); `auto` picks the largest that fits the device. "
-                  "Explicit flags and YAML values win over it."},
+        metadata={
+            "help": "Memory preset (see `trl-ext plan`); `auto` picks the largest that fits the device. "
+            "Explicit flags and YAML values win over it."
+        },
     )
-    wandb_project: str | None = field(default=None, metadata={"help": "W&B project (default: $WANDB_PROJECT or trl-ext)."})
+    wandb_project: str | None = field(default=None, metadata={"help": "W&B project (default: $WANDB_PROJECT)."})
 
 
 class RecipeError(SystemExit):
@@ -258,7 +261,10 @@ class RecipeRun:
         from trl_ext.memory import measured_peak_bytes
 
         trainer.save_model(self.training_args.output_dir)
-        summary = {"runtime_seconds": time.time() - self.started, "memory/measured_peak_gib": measured_peak_bytes() / 2**30}
+        summary = {
+            "runtime_seconds": time.time() - self.started,
+            "memory/measured_peak_gib": measured_peak_bytes() / 2**30,
+        }
         if "before" in self.results and "after" in self.results:
             gain = self.results["after"].accuracy - self.results["before"].accuracy
             summary["eval/accuracy_gain"] = gain
@@ -286,12 +292,17 @@ def prepare_run(method: str, script_args, training_args, model_args, explicit: s
     reward_funcs = resolve_reward_funcs(script_args.reward_funcs)
     try:
         splits = load_gsm8k(
-            script_args.dataset_name, script_args.dataset_config, script_args.question_column,
-            script_args.answer_column, script_args.difficulty,
+            script_args.dataset_name,
+            script_args.dataset_config,
+            script_args.question_column,
+            script_args.answer_column,
+            script_args.difficulty,
         )
     except (FileNotFoundError, ValueError) as error:
         raise RecipeError(str(error)) from error
-    train, test = split_train_test(splits, script_args.eval_num_problems, seed=training_args.seed)
+    train, test = split_train_test(
+        splits, script_args.eval_num_problems, script_args.dataset_train_split, script_args.dataset_test_split
+    )
 
     is_embedded = model_args.model_name_or_path is None
     explicit = set(explicit)
@@ -334,8 +345,8 @@ def prepare_run(method: str, script_args, training_args, model_args, explicit: s
         model_name_or_path=model_args.model_name_or_path,
         is_embedded=is_embedded,
         tokenizer=tokenizer,
-        train_dataset=add_prompts(train, system_prompt or None),
-        eval_dataset=add_prompts(test.select(range(min(len(test), script_args.eval_num_problems))), system_prompt or None),
+        train_dataset=add_prompts(train, system_prompt),
+        eval_dataset=add_prompts(test.select(range(min(len(test), script_args.eval_num_problems))), system_prompt),
         reward_funcs=reward_funcs,
         script_args=script_args,
         training_args=training_args,
@@ -346,8 +357,8 @@ def prepare_run(method: str, script_args, training_args, model_args, explicit: s
     if is_embedded:
         run.print(
             f"[{method}] Running the embedded default: a tiny model built locally, trained on generated GSM8K-style "
-            "problems. For a real run: accelerate launch recipes/"
-            f"{method}_gsm8k.py --config recipes/configs/{method}_gsm8k.yaml (or --model_name_or_path and --dataset_name)"
+            f"problems. For a real run: accelerate launch recipes/{method}_gsm8k.py --config "
+            f"recipes/configs/{method}_gsm8k.yaml (or set --model_name_or_path and --dataset_name)"
         )
     run.print(f"[{method}] preset: {preset.name}; output: {training_args.output_dir}")
     if "wandb" in (training_args.report_to or []):
@@ -359,19 +370,25 @@ def _start_tracking(run: RecipeRun, method: str, model_label: str, dataset_label
     from accelerate import PartialState
 
     from trl_ext.platform import detect_platform
+    from trl_ext.presets import estimate_run
     from trl_ext.tracking import start_wandb_run
 
     if not PartialState().is_main_process:
         return None
     platform = detect_platform()
-    os.environ.setdefault("WANDB_LOG_MODEL", "false")
+    estimate = estimate_run(run.model_name_or_path, method, run.training_args, run.model_args, platform)
     return start_wandb_run(
         method,
         model_label,
         dataset_label,
         run.training_args.seed,
         name=run.training_args.run_name,
-        config={"platform": platform.to_dict(), "preset": run.preset.to_dict(), "recipe": vars(run.script_args)},
+        config={
+            "platform": platform.to_dict(),
+            "preset": run.preset.to_dict(),
+            "memory/estimated_peak_gib": estimate.peak_gib,
+            "recipe": vars(run.script_args),
+        },
         tags=[platform.backend, run.preset.name] + (["embedded"] if run.is_embedded else []),
         project=run.script_args.wandb_project,
         log=run.print,

@@ -1,0 +1,46 @@
+"""Shared fixtures: one embedded-model cache for the whole session, and a quick tiny model for plumbing tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+GSM8K_TEST = SHARED_DATA / "gsm8k" / "test.jsonl"
+
+# Tests never reach the hub or W&B servers: fail fast instead of retrying a network that isn't there.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("TRL_EXT_CACHE", str(Path.home() / ".cache" / "trl_ext"))
+
+
+@pytest.fixture(scope="session")
+def gsm8k_test_path() -> Path:
+    """The real GSM8K test split shipped beside the repository (1319 rows, MIT)."""
+    return GSM8K_TEST
+
+
+@pytest.fixture(scope="session")
+def embedded_model_dir() -> Path:
+    """The default embedded model, built once per cache (as `accelerate launch recipes/grpo_gsm8k.py` does)."""
+    from trl_ext.embedded import embedded_model_path
+
+    return embedded_model_path()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A seconds-to-build embedded model (few warm-start rows) for tests that only need a working model."""
+    from trl_ext.embedded import EmbeddedSpec, embedded_model_path
+
+    cache = tmp_path_factory.mktemp("tiny-cache")
+    previous = os.environ.get("TRL_EXT_CACHE")
+    os.environ["TRL_EXT_CACHE"] = str(cache)
+    try:
+        return embedded_model_path(EmbeddedSpec(sft_rows=96, num_layers=2, hidden_size=64, intermediate_size=128))
+    finally:
+        if previous is not None:
+            os.environ["TRL_EXT_CACHE"] = previous

@@ -1,0 +1,27 @@
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from rewards import math_answer_reward
+from trl_ext.data import add_prompts, generate_gsm8k_like
+from trl_ext.evaluation import evaluate
+
+
+def test_accuracy_is_the_reward_of_the_greedy_completions(tiny_model_dir):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    dataset = add_prompts(generate_gsm8k_like(24, seed=5), system_prompt="Solve.")
+    result = evaluate(model, tokenizer, dataset, max_new_tokens=24, batch_size=10)
+    assert result.num_problems == 24 and len(result.completions) == 24
+    rescored = math_answer_reward(result.completions, answer=dataset["answer"])
+    assert result.accuracy == sum(rescored) / 24
+    again = evaluate(model, tokenizer, dataset, max_new_tokens=24, batch_size=7)
+    assert again.completions == result.completions  # greedy and batch-independent (left padding)
+    assert 0 < result.mean_completion_tokens <= 24
+
+
+def test_sampling_gives_pass_at_k_at_least_pass_at_1(tiny_model_dir):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    dataset = add_prompts(generate_gsm8k_like(16, seed=6, difficulty=1), system_prompt="Solve.")
+    result = evaluate(model, tokenizer, dataset, max_new_tokens=16, num_samples=4, temperature=1.0)
+    assert result.num_samples == 4 and result.pass_at_k >= result.accuracy
+    assert result.as_metrics("eval/x")["eval/x/pass@4"] == result.pass_at_k

@@ -1,0 +1,99 @@
+"""`accelerate launch recipes/grpo_gsm8k.py` end to end on CPU: embedded default, W&B offline, resume, real data."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trl_ext.wandb_offline import latest_offline_run, read_offline_run
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def launch(args: list[str], tmp_path: Path, **env) -> str:
+    environment = {**os.environ, "WANDB_DIR": str(tmp_path), **env}
+    environment.pop("WANDB_API_KEY", None)
+    environment.pop("WANDB_MODE", None)  # the recipe must choose offline mode by itself
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu"]
+    result = subprocess.run(
+        command + ["recipes/grpo_gsm8k.py", *args],
+        cwd=REPO,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return result.stdout + result.stderr
+
+
+def test_embedded_default_logs_to_wandb_offline_and_resumes(embedded_model_dir, tmp_path):
+    output_dir = tmp_path / "run"
+    common = [
+        "--output_dir",
+        str(output_dir),
+        "--save_steps",
+        "2",
+        "--eval_num_problems",
+        "64",
+        "--per_device_train_batch_size",
+        "16",
+        "--logging_steps",
+        "1",
+    ]
+    log = launch(common + ["--max_steps", "2"], tmp_path, HOME=str(tmp_path))
+    assert "Running the embedded default" in log
+    assert "so this run logs offline" in log and "wandb sync" in log
+    assert "held-out accuracy before:" in log and "held-out accuracy after:" in log
+
+    run = read_offline_run(latest_offline_run(tmp_path))
+    assert run.name == "grpo-embedded-tiny-generated-gsm8k-s42" and run.group == "grpo-embedded-tiny"
+    assert {"grpo", "embedded", "cpu"} <= set(run.tags)
+    assert len(run.series("train/reward")) == 2
+    assert len(run.series("train/rewards/math_answer_reward/mean")) == 2
+    assert 0 <= run.summary["eval/before/accuracy"] <= 1 and 0 <= run.summary["eval/after/accuracy"] <= 1
+    assert run.summary["eval/before/num_problems"] == 64
+    assert run.config["versions"]["trl"].startswith("1.16")
+    assert run.config["platform"]["backend"] == "cpu" and run.config["preset"]["name"] == "cpu"
+    assert "memory/estimated_peak_gib" in run.config and run.summary["memory/measured_peak_gib"] > 0
+
+    log = launch(common + ["--max_steps", "4", "--resume_from_checkpoint", "true"], tmp_path)
+    state = json.loads((output_dir / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+    steps = [entry["step"] for entry in state["log_history"] if "reward" in entry]
+    assert steps == [1, 2, 3, 4]  # steps 1-2 come from the resumed checkpoint, 3-4 were trained after it
+    assert (output_dir / "model.safetensors").exists()
+
+
+def test_local_model_on_real_gsm8k_rows(embedded_model_dir, gsm8k_test_path, tmp_path):
+    log = launch(
+        [
+            "--model_name_or_path",
+            str(embedded_model_dir),
+            "--dataset_name",
+            str(gsm8k_test_path),
+            "--max_steps",
+            "2",
+            "--per_device_train_batch_size",
+            "8",
+            "--num_generations",
+            "4",
+            "--max_completion_length",
+            "32",
+            "--eval_num_problems",
+            "16",
+            "--learning_rate",
+            "1e-5",
+            "--output_dir",
+            str(tmp_path / "run"),
+            "--report_to",
+            "none",
+        ],
+        tmp_path,
+    )
+    assert "Running the embedded default" not in log
+    assert "held-out accuracy after:" in log and "(16 problems" in log

@@ -1,0 +1,103 @@
+"""Bad input fails with a one-line message that says what to fix, before any model is built or loaded."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from trl import GRPOConfig
+
+from trl_ext.recipe import RecipeError, explicit_keys, parse_recipe_args, prepare_run, resolve_resume
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def empty_cache(tmp_path, monkeypatch):
+    """An empty model cache: if it stays empty, no embedded model was built."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("TRL_EXT_CACHE", str(cache))
+    yield cache
+    assert not cache.exists() or not any(cache.iterdir()), "a model was built before the error"
+
+
+def prepare(argv, tmp_path):
+    argv = argv + ["--output_dir", str(tmp_path / "out"), "--report_to", "none"]
+    script_args, training_args, model_args, explicit = parse_recipe_args(GRPOConfig, argv=argv)
+    return prepare_run("grpo", script_args, training_args, model_args, explicit)
+
+
+def test_missing_dataset_file(tmp_path, empty_cache):
+    with pytest.raises(RecipeError, match=r"missing\.jsonl does not exist; check --dataset_name"):
+        prepare(["--dataset_name", str(tmp_path / "missing.jsonl")], tmp_path)
+
+
+def test_wrong_columns_name_the_columns_found(tmp_path, empty_cache):
+    path = tmp_path / "rows.jsonl"
+    path.write_text(json.dumps({"problem": "1+1?", "final": "2"}) + "\n")
+    with pytest.raises(RecipeError, match=r"has columns \['problem', 'final'\].*--question_column"):
+        prepare(["--dataset_name", str(path)], tmp_path)
+
+
+def test_unknown_model_path(tmp_path, empty_cache):
+    with pytest.raises(RecipeError, match="no config.json"):
+        prepare(["--model_name_or_path", str(tmp_path / "no-such-model")], tmp_path)
+
+
+def test_unknown_yaml_key_suggests_the_right_one(tmp_path, empty_cache):
+    config = tmp_path / "run.yaml"
+    config.write_text("lerning_rate: 1.0e-5\nmax_steps: 3\n")
+    with pytest.raises(RecipeError, match="unknown key 'lerning_rate' in .*did you mean 'learning_rate'"):
+        parse_recipe_args(GRPOConfig, argv=["--config", str(config)])
+    with pytest.raises(RecipeError, match="does not exist"):
+        parse_recipe_args(GRPOConfig, argv=["--config", str(tmp_path / "none.yaml")])
+
+
+def test_unknown_flag_and_reward_function(tmp_path, empty_cache):
+    with pytest.raises(RecipeError, match="unknown argument '--num_generation'; did you mean 'num_generations'"):
+        parse_recipe_args(GRPOConfig, argv=["--num_generation", "4"])
+    with pytest.raises(RecipeError, match="unknown reward function 'math_reward'"):
+        prepare(["--reward_funcs", "math_reward"], tmp_path)
+
+
+def test_existing_checkpoints_are_never_overwritten(tmp_path):
+    (tmp_path / "checkpoint-4").mkdir()
+    with pytest.raises(RecipeError, match="already holds checkpoint-4; pass --resume_from_checkpoint true"):
+        resolve_resume(None, str(tmp_path))
+    assert resolve_resume("true", str(tmp_path)).endswith("checkpoint-4")
+    with pytest.raises(RecipeError, match="no checkpoint"):
+        resolve_resume("last", str(tmp_path / "elsewhere"))
+
+
+def test_yaml_and_flags_count_as_explicit(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("learning_rate: 1.0e-5\nenv:\n  FOO: bar\n")
+    assert explicit_keys(["--config", str(config), "--max-steps=3", "--seed", "1"]) == {
+        "learning_rate",
+        "max_steps",
+        "seed",
+    }
+
+
+def test_the_script_prints_one_line_and_exits_nonzero(tmp_path):
+    env = {**os.environ, "TRL_EXT_CACHE": str(tmp_path / "cache")}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "recipes/grpo_gsm8k.py",
+            "--model_name_or_path",
+            "nobody/no-such-model",
+            "--report_to",
+            "none",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1].startswith("error: model 'nobody/no-such-model' is neither")
+    assert "Traceback" not in result.stderr
