@@ -6,7 +6,7 @@
 Every GRPOConfig and ModelConfig flag works (LoRA: --use_peft; 4-bit: --load_in_4bit), as in `trl grpo`.
 """
 
-from trl import GRPOConfig, GRPOTrainer, get_peft_config, get_quantization_config
+from trl import GRPOConfig, GRPOTrainer
 
 from trl_ext.recipe import parse_recipe_args, prepare_run
 
@@ -14,21 +14,8 @@ from trl_ext.recipe import parse_recipe_args, prepare_run
 def main() -> None:
     script_args, training_args, model_args, explicit = parse_recipe_args(GRPOConfig)
     run = prepare_run("grpo", script_args, training_args, model_args, explicit)
-
-    trainer = GRPOTrainer(
-        model=run.model_name_or_path,
-        reward_funcs=run.reward_funcs,
-        args=training_args,
-        train_dataset=run.train_dataset,
-        processing_class=run.tokenizer,
-        quantization_config=get_quantization_config(model_args),
-        peft_config=get_peft_config(model_args),
-    )
-
-    run.evaluate(trainer, "before")
-    trainer.train(resume_from_checkpoint=run.resume_from_checkpoint)
-    run.evaluate(trainer, "after")
-    run.finish(trainer)
+    trainer = GRPOTrainer(reward_funcs=run.reward_funcs, **run.trainer_kwargs())
+    run.train(trainer)  # held-out accuracy before, training, accuracy after, save, W&B summary
 
 
 if __name__ == "__main__":

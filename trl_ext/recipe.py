@@ -1,14 +1,15 @@
 """What every recipe shares: argument parsing, input checks, the embedded default, presets, W&B, evaluation.
 
-A recipe reads top to bottom as: parse -> `prepare_run` -> build TRL's trainer -> `run.evaluate("before")` ->
-train -> `run.evaluate("after")` -> `run.finish`. Everything that would otherwise be repeated in each script, and
-every check that must fail before a model loads, lives here.
+A recipe reads top to bottom as: parse -> `prepare_run` -> build a trainer from `run.trainer_kwargs()` ->
+`run.train(trainer)` (evaluate, train, evaluate, save, log). Everything that would otherwise be repeated in each
+script, and every check that must fail before a model loads, lives here.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -226,6 +227,26 @@ class RecipeRun:
         if PartialState().is_main_process:
             print(message, flush=True)
 
+    def trainer_kwargs(self) -> dict:
+        """Arguments every TRL trainer takes: the model path, config, training data, tokenizer, PEFT and 4/8-bit."""
+        from trl import get_peft_config, get_quantization_config
+
+        return {
+            "model": self.model_name_or_path,
+            "args": self.training_args,
+            "train_dataset": self.train_dataset,
+            "processing_class": self.tokenizer,
+            "peft_config": get_peft_config(self.model_args),
+            "quantization_config": get_quantization_config(self.model_args),
+        }
+
+    def train(self, trainer) -> None:
+        """Evaluate, train (resuming when asked), evaluate again, save and log: the body of every recipe."""
+        self.evaluate(trainer, "before")
+        trainer.train(resume_from_checkpoint=self.resume_from_checkpoint)
+        self.evaluate(trainer, "after")
+        self.finish(trainer)
+
     def evaluate(self, trainer, label: str, model=None):
         """Greedy pass@1 on the held-out problems, printed and logged as `eval/<label>/...`."""
         from trl.models import unwrap_model_for_generation
@@ -273,9 +294,17 @@ class RecipeRun:
                 f"{100 * self.results['after'].accuracy:.1f}% ({100 * gain:+.1f} points); "
                 f"model saved to {self.training_args.output_dir}"
             )
+        for label, result in self.results.items():
+            summary |= result.as_metrics(f"eval/{label}")
+        if trainer.accelerator.is_main_process:  # the run's record, beside the model, for scripts and comparisons
+            results_path = Path(self.training_args.output_dir) / "eval_results.json"
+            results_path.write_text(
+                json.dumps({"method": self.method, "run_name": self.training_args.run_name, **summary}, indent=2)
+            )
         if self.wandb_run is not None:
             self.wandb_run.summary.update(summary)
-        trainer.end() if hasattr(trainer, "end") else None
+        if hasattr(trainer, "end"):  # transformers >= 5.18 closes its trackers here
+            trainer.end()
         if self.wandb_run is not None:
             self.wandb_run.finish()
 
