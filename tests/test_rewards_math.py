@@ -5,7 +5,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import multiprocessing
+import os
 import pickle
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -222,12 +224,23 @@ def test_timeout_in_worker_threads(warm_pool) -> None:
     assert max(elapsed for _, elapsed in results) < 1.0 + TIME_SLACK_S
 
 
-def test_worker_stuck_past_the_deadline_is_replaced(warm_pool) -> None:
+def test_worker_stuck_past_the_deadline_is_killed_and_replaced(warm_pool) -> None:
+    """A worker that cannot even run its own timer (stuck in C code; here: SIGSTOP) is killed at the deadline."""
     from rewards.math import _POOL
 
-    # A budget too small for any reply: the worker is treated as stuck, killed, and a spare takes over (one that may
-    # still be starting, which is not charged to the item: the bound here is loose on purpose).
-    assert _POOL.compare(r"\sqrt{2}", r"\sqrt{2}+0", 1e-4) is None
+    idle = list(_POOL._idle)
+    for worker in idle:
+        assert worker.wait_ready(time.monotonic() + 60)
+        os.kill(worker.process.pid, signal.SIGSTOP)
+    try:
+        start = time.perf_counter()
+        assert _POOL.compare(r"\sqrt{2}", r"\sqrt{2}+0", 0.5) is None
+        assert time.perf_counter() - start < 0.5 + TIME_SLACK_S
+    finally:
+        for worker in idle:
+            if worker.process.poll() is None:
+                os.kill(worker.process.pid, signal.SIGCONT)
+    assert sum(worker.process.poll() is not None for worker in idle) == 1
     assert is_equivalent(r"\sqrt{11}", r"\sqrt{11}+0")
     assert is_equivalent(r"\sqrt{13}", r"\sqrt{12}") is False
 
