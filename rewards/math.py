@@ -1015,6 +1015,10 @@ def _latex_of(value: Any) -> str:
     return getattr(value, "latex", "")
 
 
+def _all_inequalities(items: tuple) -> bool:
+    return all(isinstance(item, Expr) and _split_top_level(item.latex, _RELATION_OPS)[1:] for item in items)
+
+
 def _compare_sequences(pred: Any, gold: Any, leaf_equal) -> bool | None:
     if not isinstance(pred, Sequence):
         pred, gold = gold, pred
@@ -1025,7 +1029,9 @@ def _compare_sequences(pred: Any, gold: Any, leaf_equal) -> bool | None:
     if len(pred.items) != len(gold.items):
         return False
     if not pred.ordered and not gold.ordered:
-        if (pred.opening == "cup") != (gold.opening == "cup"):
+        if (pred.opening == "cup") != (gold.opening == "cup") and not (
+            _all_inequalities(pred.items) or _all_inequalities(gold.items)
+        ):  # a union equals a list of inequalities ("x < -2 or x > 3"), not a list of numbers
             return False
         return _match_unordered(pred.items, gold.items, leaf_equal)
     if pred.ordered and gold.ordered:

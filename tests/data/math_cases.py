@@ -472,6 +472,10 @@ CASES = [
     ("solution", "\\boxed{-2 \\le x \\le 3}", "[-2,3]", 1, "inequality"),
     ("solution", "\\boxed{(a,b)=(2,3)}", "(2, 3)", 1, "tuple"),
     ("solution", "\\boxed{a=2, b=3}", "(2,3)", 1, "tuple"),
+    ("solution", "\\boxed{x<-2 \\text{ or } x>3}", "$(-\\infty,-2)\\cup(3,\\infty)$", 1, "inequality"),
+    ("pred", "x < -2 \\text{ or } x > 3", "(-\\infty,-2]\\cup(3,\\infty)", 0, "inequality"),
+    ("answer", "答案是18", GSM_18, 1, "unicode_digits"),
+    ("answer", "答案是１８。", GSM_18, 1, "unicode_digits"),
     # --- LaTeX completions, gold in the `solution` column -----------------------------------------------------------
     ("solution", "Thus $x-p=\\boxed{2-2p}$.", "$2-2p$", 1, "latex_completion"),
     (
