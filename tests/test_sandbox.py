@@ -293,3 +293,24 @@ def test_literal_value_rebuilds_every_literal_from_its_repr(value):
 def test_literal_value_rejects_anything_that_is_not_a_literal(text):
     with pytest.raises(ValueError):
         literal_value(text)
+
+
+@pytest.mark.parametrize("item", ["{}", "({}, 1)"], ids=["int", "tuple"])
+@pytest.mark.parametrize("container", ["[{}]", "({},)", "{{{}}}", "dict"])
+def test_literal_value_refuses_hash_flooding_quickly(container, item):
+    """Distinct values with one hash make set/dict building quadratic; the trusted side must not pay for that."""
+    items = [item.format(index * (2**61 - 1)) for index in range(20000)]
+    if container == "dict":
+        text = "{" + ", ".join(f"{key}: 0" for key in items) + "}"
+    else:
+        text = container.format(", ".join(items))
+    started = time.monotonic()
+    with pytest.raises(ValueError, match="one hash"):
+        literal_value(text)
+    assert time.monotonic() - started < 1.0
+
+
+def test_literal_value_keeps_repeated_and_few_colliding_values():
+    assert literal_value(repr([0] * 1000)) == [0] * 1000
+    assert literal_value(repr({-1, -2})) == {-1, -2}  # hash(-1) == hash(-2) in CPython
+    assert literal_value(repr([index * (2**61 - 1) for index in range(16)])) == [i * (2**61 - 1) for i in range(16)]

@@ -24,6 +24,7 @@ import select
 import signal
 import sys
 import time
+from collections import Counter
 
 _write = os.write  # held before any untrusted code runs in a forked child, which may rebind os.write
 
@@ -117,6 +118,7 @@ def literal_value(text: str):
         raise ValueError(f"not a literal: {type(error).__name__}") from None
 
 
+MAX_EQUAL_HASHES = 16  # distinct items of one container that may share a hash value
 _NON_FINITE = {"inf": math.inf, "nan": math.nan, "infj": complex(0, math.inf), "nanj": complex(0, math.nan)}
 _NUMBER = (int, float, complex)
 
@@ -125,10 +127,11 @@ def _literal(node: ast.expr):
     if isinstance(node, ast.Constant):
         return node.value
     if isinstance(node, ast.Tuple | ast.List | ast.Set):
-        items = [_literal(element) for element in node.elts]
+        items = _spread_hashes([_literal_item(element) for element in node.elts])
         return {ast.Tuple: tuple, ast.List: list, ast.Set: set}[type(node)](items)
     if isinstance(node, ast.Dict) and None not in node.keys:
-        return {_literal(key): _literal(value) for key, value in zip(node.keys, node.values, strict=True)}
+        keys = _spread_hashes([_literal_item(key) for key in node.keys])
+        return dict(zip(keys, (_literal_item(value) for value in node.values), strict=True))
     if isinstance(node, ast.Name) and node.id in _NON_FINITE:
         return _NON_FINITE[node.id]
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
@@ -148,6 +151,30 @@ def _literal(node: ast.expr):
     ):
         return {"set": set, "frozenset": frozenset}[node.func.id](*(_literal(arg) for arg in node.args))
     raise ValueError(f"not a literal: {ast.dump(node)[:80]}")
+
+
+def _literal_item(node: ast.expr):
+    return node.value if type(node) is ast.Constant else _literal(node)  # the common case, without a call
+
+
+def _spread_hashes(items: list) -> list:
+    """`items`, unless many distinct ones share a hash value (ints are easy to collide: multiples of 2**61 - 1).
+
+    Putting such items in a set or dict, here or later in a test like `set(result) == ...`, takes quadratic time:
+    a 1 MiB answer could stall the trusted side for many seconds.
+    """
+    if len(items) <= MAX_EQUAL_HASHES:
+        return items
+    hashable = [item for item in items if type(item).__hash__ is not None]  # lists never go into a set as they are
+    crowded = {value for value, count in Counter(map(hash, hashable)).items() if count > MAX_EQUAL_HASHES}
+    for value in crowded:  # equal items share a hash harmlessly: count the distinct ones
+        distinct: list = []
+        for item in hashable:
+            if hash(item) == value and all(item != other for other in distinct):
+                distinct.append(item)
+                if len(distinct) > MAX_EQUAL_HASHES:
+                    raise ValueError("not a literal: too many distinct values with one hash")
+    return items
 
 
 # ---------------------------------------------------------------------------------------------------- python runs
