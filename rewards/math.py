@@ -1408,10 +1408,10 @@ class MathAnswerReward:
             gold = None
             for name in names:
                 column = columns.get(name)
-                if column is not None and index < len(column) and column[index] is not None:
-                    if str(column[index]).strip():
-                        gold = str(column[index])
-                        break
+                value = column[index] if column is not None and index < len(column) else None
+                if value is not None and value == value and str(value).strip():  # `value == value`: not NaN
+                    gold = str(value)
+                    break
             golds.append(gold)
         return golds
 

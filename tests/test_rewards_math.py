@@ -139,6 +139,7 @@ def test_reward_accepts_trl_keyword_arguments() -> None:
 
 def test_reward_prefers_answer_column_then_solution() -> None:
     assert math_answer_reward(["#### 7", "#### 7"], answer=["#### 7", None], solution=["8", "7"]) == [1.0, 1.0]
+    assert math_answer_reward(["#### 7", "#### 7"], answer=[float("nan"), ""], solution=["7", None]) == [1.0, None]
 
 
 def test_named_gold_column_factory() -> None:
