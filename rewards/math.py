@@ -7,7 +7,7 @@ How a check runs:
 
 1. Extraction (`extract_answer`): `<answer>...</answer>`, then `\boxed{}`/`\fbox{}`, then `#### N`, then "the
    (final) answer is ...", then (lenient mode only) the last number or math block. After a `</think>`, only the text
-   after it is searched first.
+   after it is searched.
 2. Canonicalisation and parsing: unicode (minus signs, digits, superscripts, symbols), LaTeX spacing and styling,
    `\text{}`, thousands separators, currency, unit words, percent and degree signs, then a small structure: numbers,
    text, intervals, sets, tuples, lists, `\pm`, equations, with leaves that are numbers, text or expressions.
@@ -359,16 +359,15 @@ def extract_answer(text: str, strict: bool = False) -> str | None:
     r"""The final answer in `text`, or None when there is none.
 
     Looks for `<answer>` tags, `\boxed{}`, `#### N` and "the answer is ..." in that order; in lenient mode
-    (`strict=False`) falls back to the last number or math block. Text after a closing `</think>` is searched first.
+    (`strict=False`) falls back to the last number or math block. After a closing `</think>`, only the response
+    after it counts: an answer that appears only inside the reasoning is no answer.
     """
     try:
         text = text if isinstance(text, str) else str(text)
         text = text[-_MAX_TEXT_CHARS:]
         think_end = text.rfind("</think>")
-        if think_end >= 0:
-            answer = _extract(text[think_end + len("</think>") :], strict)
-            if answer is not None:
-                return answer
+        if think_end >= 0:  # reasoning is closed: the answer must be in the response after it
+            return _extract(text[think_end + len("</think>") :], strict)
         return _extract(text, strict)
     except Exception:  # a reward must never crash a training step
         logger.debug("answer extraction failed", exc_info=True)

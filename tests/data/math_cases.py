@@ -476,6 +476,19 @@ CASES = [
     ("pred", "x < -2 \\text{ or } x > 3", "(-\\infty,-2]\\cup(3,\\infty)", 0, "inequality"),
     ("answer", "答案是18", GSM_18, 1, "unicode_digits"),
     ("answer", "答案是１８。", GSM_18, 1, "unicode_digits"),
+    ("solution", "<think> My answer is \\boxed{42} </think> Some other text.", "\\boxed{42}", 0, "think"),
+    (
+        "solution",
+        "<think> The answer is \\boxed{42} </think> Here's a wrong answer: \\boxed{43}.",
+        "\\boxed{42}",
+        0,
+        "think",
+    ),
+    ("solution", "<think> 6 * 7 = 42 </think> \\boxed{42}", "\\boxed{42}", 1, "think"),
+    ("solution", "Answer is forty two.", "Answer is forty two.", 1, "number_words"),
+    ("solution", "Some other content. \\boxed{43}.", "Answer is forty three.", 1, "number_words"),
+    ("solution", "\\boxed{\\frac{63}{400}}", "63/400", 1, "fraction"),
+    ("solution", "\\boxed{\\frac{64}{400}}", "\\frac{63}{400}", 0, "fraction"),
     # --- LaTeX completions, gold in the `solution` column -----------------------------------------------------------
     ("solution", "Thus $x-p=\\boxed{2-2p}$.", "$2-2p$", 1, "latex_completion"),
     (
