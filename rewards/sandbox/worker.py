@@ -37,7 +37,6 @@ CLONE_NEWNET = 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS, PR_SET_CHILD_SUBREAPER = 1, 4, 38, 36
 SANDBOX_ID = 1000  # uid and gid of an untrusted run inside its own user namespace: not root there either
-STDERR_KEEP = 4096  # bytes of a run's stderr kept for diagnostics
 DRAIN_GRACE_S = 1.0  # after a run ends, how long its pipes may take to reach EOF
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -357,10 +356,10 @@ class Run:
 
 
 class Reader:
-    """Drains one pipe of a run: keeps up to `cap` bytes; past that it kills the run, or if lenient just drops."""
+    """Drains one pipe of a run and keeps up to `cap` bytes; past that it kills the run."""
 
-    def __init__(self, fd: int, run: Run, cap: int, kill_past_cap: bool):
-        self.fd, self.run, self.cap, self.kill_past_cap = fd, run, cap, kill_past_cap
+    def __init__(self, fd: int, run: Run, cap: int):
+        self.fd, self.run, self.cap = fd, run, cap
         self.chunks: list[bytes] = []
         self.size = 0
         self.truncated = False
@@ -375,8 +374,7 @@ class Reader:
         if len(chunk) > room:
             self.truncated = True
             chunk = chunk[: max(room, 0)]
-            if self.kill_past_cap:
-                self.run.kill("output limit")
+            self.run.kill("output limit")
         self.chunks.append(chunk)
         self.size += len(chunk)
         return True
@@ -577,8 +575,8 @@ class Worker:
             with open(path, "wb") as handle:
                 handle.write(content)
             os.chmod(path, 0o755)
-        child_fds: dict[int, int] = {}
-        readers: list[tuple[str, int, int, bool]] = []  # (name, read end, cap, kill past cap)
+        child_fds = {2: self.devnull}  # nothing reads a run's stderr
+        read_ends: dict[str, int] = {}
         stdin = None
         if stdin_data is None:
             child_fds[0] = self.devnull
@@ -586,18 +584,13 @@ class Worker:
             child_fds[0], stdin_write = os.pipe()
             os.set_blocking(stdin_write, False)
             stdin = (stdin_write, stdin_data)
-        for number, name, wanted, cap, strict in (
-            (1, "stdout", capture_stdout, limits["max_output"], True),
-            (2, "stderr", True, STDERR_KEEP, False),
-            (3, "results", results, limits["max_output"], True),
-        ):
+        for number, name, wanted in ((1, "stdout", capture_stdout), (3, "results", results)):
             if wanted:
-                read_end, child_fds[number] = os.pipe()
-                readers.append((name, read_end, cap, strict))
-            elif number < 3:
-                child_fds[number] = self.devnull
+                read_ends[name], child_fds[number] = os.pipe()
+            elif number == 1:
+                child_fds[1] = self.devnull
         run = self.spawn(target, child_fds, limits)
-        pipe_readers = {name: Reader(fd, run, cap, strict) for name, fd, cap, strict in readers}
+        pipe_readers = {name: Reader(fd, run, limits["max_output"]) for name, fd in read_ends.items()}
         timed_out = self.collect([run], list(pipe_readers.values()), limits["timeout"], stdin)
         outcome = run.outcome() | {"timed_out": timed_out}
         for name, reader in pipe_readers.items():
@@ -656,7 +649,7 @@ class Worker:
             {0: null, 1: null, 2: null, 3: answers_read, 4: calls_write, 5: verdicts_write},
             limits,
         )
-        verdicts = Reader(verdicts_read, oracle, limits["max_output"], True)
+        verdicts = Reader(verdicts_read, oracle, limits["max_output"])
 
         def end_candidate_with_oracle(run: Run) -> None:
             if run is oracle:
