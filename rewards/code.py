@@ -128,8 +128,11 @@ _PARENT_FUNCTIONS = {
 }
 _MATH_NAMES = frozenset("ceil e fabs floor inf isclose isfinite isinf isnan nan pi sqrt trunc".split())
 _PARENT_GLOBALS = {"__builtins__": {}, **_PARENT_FUNCTIONS, "math": math}
-# Operators whose cost is bounded by the size of their operands; `*`, `**` and `<<` on a candidate value are not.
-_CHEAP_OPERATORS = (ast.Add, ast.Sub, ast.Div, ast.FloorDiv, ast.Mod, ast.BitAnd, ast.BitOr, ast.BitXor, ast.RShift)
+# Operators whose cost is bounded by the size of their operands. Not `*`, `**`, `<<` on a candidate value, nor `%`
+# (string formatting: "%0999999999d" % 1 builds a gigabyte).
+_CHEAP_OPERATORS = (ast.Add, ast.Sub, ast.Div, ast.FloorDiv, ast.BitAnd, ast.BitOr, ast.BitXor, ast.RShift)
+# Trusted-side calls whose later arguments must not come from the candidate: round(10**4000, -10**9) takes ages,
+# and sum(lists, start) concatenates in quadratic time whatever start is.
 _STRUCTURE = (ast.Compare, ast.BoolOp, ast.UnaryOp, ast.IfExp, ast.Tuple, ast.List, ast.Set, ast.Dict, ast.Subscript,
               ast.Slice, ast.BinOp, ast.Call, ast.keyword, ast.Attribute, ast.Constant, ast.Name, ast.Load,
               ast.cmpop, ast.boolop, ast.unaryop, ast.operator)  # fmt: skip
@@ -193,6 +196,11 @@ class _Splitter:
             if self.depends_on_candidate(node.func):
                 return self.unit(node)
             if not _is_parent_callable(node.func) or any(isinstance(arg, ast.Starred) for arg in node.args):
+                raise _NeedsOracle
+            name = node.func.id if isinstance(node.func, ast.Name) else None
+            if (name == "round" and self.depends_on_candidate(ast.Tuple(node.args[1:]))) or (
+                name == "sum" and len(node.args) > 1
+            ):
                 raise _NeedsOracle
             if any(keyword.arg is None for keyword in node.keywords):
                 raise _NeedsOracle

@@ -86,6 +86,9 @@ def test_plans_for_each_test_format():
         "assert f(2) * 3 == 6",  # `*` on a candidate value: unbounded cost here
         "assert sorted(f([2, 1]), key=lambda v: -v) == [2, 1]",  # a lambda on the trusted side
         "assert helper(f(1)) == 1",  # a trusted helper around a candidate value
+        "assert f('%d') % 3 == '3'",  # `%` formats strings: the width would be the candidate's to choose
+        "assert round(1.5, f(1)) == 1.5",  # round(10**4000, -10**9) is slow: the digits stay the dataset's
+        "assert sum(f(1), []) == [1]",  # quadratic list concatenation
     ],
 )
 def test_asserts_that_cannot_be_split_go_to_the_oracle(test):
@@ -157,6 +160,8 @@ def test_reward_is_the_fraction_of_tests_passed(sandbox):
         ("def f(g, x): return g(x)", "assert f(lambda v: v + 1, 1) == 2", 1.0),  # a lambda as an argument
         ("def f(x): return x * 2", "assert all(f(i) == 2 * i for i in range(5))", 1.0),  # through the oracle
         ("def f(x): return x * 2", "assert f(3) * 1 == 6", 1.0),  # through the oracle
+        ("def f(): return 1 / 3", "assert round(f(), 2) == 0.33", 1.0),
+        ("def f(): return 2", "assert round(0.333, f()) == 0.33", 1.0),  # through the oracle
         ("class S:\n    def go(self, x): return x", "assert S().go(3) == 3", 1.0),
     ],
 )
