@@ -186,6 +186,8 @@ _MATH_DELIMITERS = re.compile(r"\$\$|\\\[|\\\]|\\\(|\\\)|(?<!\\)\$")
 def _closing_braces(text: str) -> dict[int, int]:
     """Index of each `{` -> index of its `}`, in one pass (escaped `\\{`/`\\}` skipped); unclosed ones are absent."""
     pairs, stack = {}, []
+    if "{" not in text:
+        return pairs
     for match in _BRACE_OR_ESCAPE.finditer(text):
         char = match.group()
         if char == "{":
@@ -969,6 +971,8 @@ def _match_unordered(pred: tuple, gold: tuple, leaf_equal) -> bool | None:
 
 def _compare(pred: Any, gold: Any, leaf_equal) -> bool | None:
     """Structural equality; `leaf_equal` compares leaves (fast: numbers only; symbolic: sympy too)."""
+    if type(pred) is Number and type(gold) is Number:  # the common case, first
+        return leaf_equal(pred, gold)
     if isinstance(gold, Either):
         return _any([_compare(pred, option, leaf_equal) for option in gold.options])
     if isinstance(pred, Either):
