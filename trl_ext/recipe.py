@@ -38,6 +38,33 @@ EMBEDDED_TRAINING_DEFAULTS: dict[str, dict] = {
         "save_steps": 20,
         "gradient_checkpointing": False,
     },
+    "ppo": {
+        "per_device_train_batch_size": 64,
+        "learning_rate": 1e-4,
+        "critic_learning_rate": 1e-3,
+        "lr_scheduler_type": "constant",
+        "max_completion_length": 48,
+        "temperature": 1.0,
+        "max_steps": 60,
+        "logging_steps": 5,
+        "save_steps": 20,
+        "gradient_checkpointing": False,
+    },
+    "raft": {
+        "num_cycles": 4,
+        "prompts_per_cycle": 128,
+        "num_generations": 8,
+        "max_completion_length": 48,
+        "temperature": 1.0,
+        "generation_batch_size": 512,
+        "min_reward": 1.0,
+        "learning_rate": 1e-4,
+        "lr_scheduler_type": "constant",
+        "num_train_epochs": 2,
+        "per_device_train_batch_size": 16,
+        "logging_steps": 5,
+        "gradient_checkpointing": False,
+    },
 }
 
 
@@ -63,7 +90,10 @@ class RecipeArguments(ScriptArguments):
     difficulty: int = field(default=2, metadata={"help": "Difficulty (1-4) of generated problems (no dataset given)."})
     reward_funcs: list[str] = field(
         default_factory=lambda: ["math_answer_reward"],
-        metadata={"help": "Reward functions: names exported by `rewards`, or dotted import paths (`pkg.my_reward`)."},
+        metadata={
+            "help": "Reward functions: names exported by `rewards`, or dotted import paths (`pkg.my_reward`). "
+            "The first one also scores the held-out evaluation."
+        },
     )
     eval_num_problems: int = field(default=300, metadata={"help": "Held-out problems scored before and after."})
     eval_batch_size: int = field(default=64, metadata={"help": "Prompts per generation batch during evaluation."})
@@ -314,9 +344,11 @@ def prepare_run(method: str, script_args, training_args, model_args, explicit: s
 
     Nothing here loads model weights: a bad path, column or key fails in seconds.
     """
+    from accelerate import PartialState
     from transformers import AutoTokenizer
 
     from trl_ext.presets import resolve_preset, update_config
+    from trl_ext.tracking import run_name
 
     reward_funcs = resolve_reward_funcs(script_args.reward_funcs)
     try:
@@ -327,11 +359,11 @@ def prepare_run(method: str, script_args, training_args, model_args, explicit: s
             script_args.answer_column,
             script_args.difficulty,
         )
+        train, test = split_train_test(
+            splits, script_args.eval_num_problems, script_args.dataset_train_split, script_args.dataset_test_split
+        )
     except (FileNotFoundError, ValueError) as error:
         raise RecipeError(str(error)) from error
-    train, test = split_train_test(
-        splits, script_args.eval_num_problems, script_args.dataset_train_split, script_args.dataset_test_split
-    )
 
     is_embedded = model_args.model_name_or_path is None
     explicit = set(explicit)
@@ -341,7 +373,8 @@ def prepare_run(method: str, script_args, training_args, model_args, explicit: s
         spec = EmbeddedSpec(difficulty=script_args.difficulty)
         update_config(training_args, EMBEDDED_TRAINING_DEFAULTS.get(method, {}), explicit, "The embedded default")
         explicit |= set(EMBEDDED_TRAINING_DEFAULTS.get(method, {}))  # the tuned values win over any preset
-        model_args.model_name_or_path = str(embedded_model_path(spec))
+        with PartialState().main_process_first():  # one rank builds, the others then find it cached
+            model_args.model_name_or_path = str(embedded_model_path(spec))
         system_prompt = spec.system_prompt if script_args.system_prompt is None else script_args.system_prompt
     else:
         check_model_source(model_args.model_name_or_path)
@@ -358,8 +391,6 @@ def prepare_run(method: str, script_args, training_args, model_args, explicit: s
 
     model_label = EMBEDDED_MODEL_NAME if is_embedded else model_args.model_name_or_path
     dataset_label = script_args.dataset_name or EMBEDDED_DATASET_NAME
-    from trl_ext.tracking import run_name
-
     if training_args.run_name is None:
         training_args.run_name = run_name(method, model_label, dataset_label, training_args.seed)
     if "output_dir" not in explicit or training_args.output_dir is None:
