@@ -1,3 +1,17 @@
 """trl-ext: RL fine-tuning with verifiable rewards on top of TRL."""
 
+from __future__ import annotations
+
+from importlib import import_module
+
 __version__ = "0.1.0"
+
+# Trainers import TRL, transformers and torch: load them on first use so that `import trl_ext` stays light.
+_LAZY = {"RAFTConfig": "trl_ext.raft_config", "RAFTTrainer": "trl_ext.raft_trainer"}
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'trl_ext' has no attribute {name!r}")
