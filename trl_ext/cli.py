@@ -134,7 +134,8 @@ def _run_plan(args: argparse.Namespace) -> int:
 
     platform = _hypothetical_gpu(args.device_gib) if args.device_gib else detect_platform()
     shape = load_model_shape(args.model)
-    size = f"{shape.num_params / 1e9:.2f}B parameters, {shape.num_layers} layers, hidden {shape.hidden_size}"
+    count = f"{shape.num_params / 1e9:.2f}B" if shape.num_params >= 1e8 else f"{shape.num_params / 1e6:.2f}M"
+    size = f"{count} parameters, {shape.num_layers} layers, hidden {shape.hidden_size}"
     print(f"{args.model}: {size}")
     print(
         f"{args.method} on {platform.device_name} ({platform.backend}), budget {_gib(platform.memory_budget)}; "
