@@ -792,8 +792,16 @@ def _relation(text: str, depth: int) -> Any:
         if index - 1 < len(operators) and operators[index - 1] == "=":
             value_index = index
             break
-    assignment = _ASSIGNABLE.fullmatch(lhs) is not None and len(lhs) <= 24
+    assignment = _assignable(lhs)
+    rhs = parts[-1].strip()
+    if not assignment and len(parts) == 2 and _assignable(rhs):  # `5 = x`, `2x + 3 = y`
+        return Relation(rhs.replace(" ", ""), _parse(lhs, depth + 1), True, text)
     return Relation(lhs.replace(" ", ""), _parse(parts[value_index], depth + 1), assignment, text)
+
+
+def _assignable(side: str) -> bool:
+    """A plain variable (`x`, `x_1`, `\\theta`, `f(3)`, `(p, q)`) that an equation can assign a value to."""
+    return len(side) <= 24 and _ASSIGNABLE.fullmatch(side) is not None
 
 
 def _parse(text: str, depth: int = 0) -> Any:

@@ -489,6 +489,9 @@ CASES = [
     ("solution", "Some other content. \\boxed{43}.", "Answer is forty three.", 1, "number_words"),
     ("solution", "\\boxed{\\frac{63}{400}}", "63/400", 1, "fraction"),
     ("solution", "\\boxed{\\frac{64}{400}}", "\\frac{63}{400}", 0, "fraction"),
+    ("pred", "5 = x", "5", 1, "equation"),
+    ("pred", "2x + 3 = y", "y = 3 + 2x", 1, "equation"),
+    ("pred", "6 = x", "5", 0, "equation"),
     # --- LaTeX completions, gold in the `solution` column -----------------------------------------------------------
     ("solution", "Thus $x-p=\\boxed{2-2p}$.", "$2-2p$", 1, "latex_completion"),
     (
