@@ -1351,6 +1351,7 @@ def _serve_symbolic_requests() -> None:
 # Public API.
 
 _SYMBOLIC_CACHE: dict[tuple[str, str], bool] = {}
+_MIN_SYMBOLIC_BUDGET_S = 0.02  # less than this left: no worker could reply in time, so do not make it try
 
 
 def _as_answer(text: str) -> str:
@@ -1368,7 +1369,7 @@ def _equivalent(pred: str, gold: str, gold_value: Any, deadline: float) -> bool:
     if key in _SYMBOLIC_CACHE:
         return _SYMBOLIC_CACHE[key]
     remaining = deadline - time.monotonic()
-    verdict = _POOL.compare(key[0], key[1], remaining) if remaining > 0 else None
+    verdict = _POOL.compare(key[0], key[1], remaining) if remaining > _MIN_SYMBOLIC_BUDGET_S else None
     if verdict is None:  # out of time: 0.0, and not cached, since it is no verdict
         return False
     if len(_SYMBOLIC_CACHE) > 1 << 16:
