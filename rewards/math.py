@@ -25,8 +25,9 @@ once per process) is not charged to the item, so a cold start never costs a righ
 
 Policies (deliberate choices):
 
-- The last explicit final-answer marker wins over any number after it ("The answer is 12. Then ..." reads 12);
-  several `\boxed{}` next to each other ("\boxed{2} and \boxed{3}") form one list answer.
+- Markers are tried in the order above and the last occurrence of the first kind found wins (`#### 17 ... #### 18`
+  reads 18); a marked answer beats any number after it ("The answer is 12. Then 3 more" reads 12); several `\boxed{}`
+  next to each other ("\boxed{2} and \boxed{3}") form one list answer.
 - Hedges are wrong: "5 or 6" is the list {5, 6}, which equals only a gold list {5, 6}.
 - `x = 5` equals `5` when the left side is a plain variable (or the gold is not an equation); chains `x = 2+3 = 5`
   take the last value before any `\approx`.
