@@ -8,6 +8,7 @@ __version__ = "0.1.0"
 
 # Trainers import TRL, transformers and torch: load them on first use so that `import trl_ext` stays light.
 _LAZY = {"RAFTConfig": "trl_ext.raft_config", "RAFTTrainer": "trl_ext.raft_trainer"}
+_LAZY |= {"PPOConfig": "trl_ext.ppo_config", "PPOTrainer": "trl_ext.ppo_trainer"}
 __all__ = sorted(_LAZY)
 
 
