@@ -57,21 +57,57 @@ def connect(host, port):
 def write(path):
     return try_(lambda: open(path, "w").write("x") and "written")
 
+def capabilities():
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    sets = (ctypes.c_uint32 * 6)()
+    ctypes.CDLL(None).capget(ctypes.byref(Header(0x20080522, 0)), sets)
+    return list(sets)
+
 def mount_tmpfs():
     libc = ctypes.CDLL(None, use_errno=True)
     return "mounted" if libc.mount(b"none", b"/usr", b"tmpfs", 0, None) == 0 else os.strerror(ctypes.get_errno())
 """
 
 
-def test_a_run_is_pid_1_of_its_own_namespace_as_an_unprivileged_user(sandbox):
-    pid, uid, gid, groups, setuid_root, hostname = values_from(
-        sandbox, PROBE, "os.getpid()", "os.getuid()", "os.getgid()", "os.getgroups()", "try_(lambda: os.setuid(0))",
-        "os.uname().nodename",
+def test_a_run_is_pid_1_of_its_own_namespace_without_privileges(sandbox):
+    pid, caps, no_new_privs, hostname, chroot = values_from(
+        sandbox, PROBE, "os.getpid()", "capabilities()", "ctypes.CDLL(None).prctl(39, 0, 0, 0, 0)",
+        "os.uname().nodename", "try_(lambda: os.chroot('/tmp'))",
     )  # fmt: skip
     assert pid == 1
-    assert uid != 0 and gid != 0
-    assert setuid_root in ("raised PermissionError", "raised OSError")  # EPERM, or EINVAL: uid 0 is not mapped
+    assert caps == [0] * 6  # effective, permitted, inheritable: nothing (uid 0 of the worker's namespace only)
+    assert no_new_privs == 1
+    assert chroot == "raised PermissionError"
     assert hostname != os.uname().nodename
+
+
+def test_every_run_gets_fresh_namespaces(monkeypatch):
+    """Observed without the jail, where a run can read /proc: pid, net, IPC and UTS namespaces are not the worker's."""
+    box = Sandbox(workers=1, isolation=Isolation(jail=False), allow_unsandboxed=True).start()
+    kinds = ("pid", "net", "ipc", "uts")
+    read = "{kind: os.readlink(f'/proc/self/ns/{kind}') for kind in KINDS}"
+    try:
+        first, second = (values_from(box, f"import os\nKINDS = {kinds}", read)[0] for _ in range(2))
+        worker = tree_namespaces(box.worker_pids()[0], kinds)
+    finally:
+        box.close()
+    for kind in kinds:  # (a namespace's inode number is recycled once it is freed: runs may repeat each other's)
+        assert first[kind] not in worker[kind] and second[kind] not in worker[kind], kind
+
+
+def tree_namespaces(pid: int, kinds) -> dict[str, set[str]]:
+    """The namespaces of a worker's process tree on the host, by kind."""
+    found: dict[str, set[str]] = {kind: set() for kind in kinds}
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        for kind in kinds:
+            found[kind].add(os.readlink(f"/proc/{current}/ns/{kind}"))
+        for task in Path(f"/proc/{current}/task").iterdir():
+            pending.extend(int(child) for child in (task / "children").read_text().split())
+    return found
 
 
 def test_a_run_sees_only_a_read_only_minimal_root_and_no_processes(sandbox, tmp_path):

@@ -6,8 +6,9 @@ slot, and each worker forks every untrusted run into fresh namespaces (see `work
 - jail: bwrap with its own pid/net/IPC/UTS namespaces, a read-only view of /usr and of this Python's install (nothing
   else of the host: no /home, /root, /work, /etc), empty environment, a dedicated uid per slot when started as root,
   a size-capped private /tmp and no visible /proc;
-- per-run namespaces: user, pid (the run is pid 1: everything it starts dies with it), network (no interface at all,
-  not even loopback), IPC, UTS;
+- per-run namespaces: pid (the run is pid 1: everything it starts dies with it), network (no interface at all, not
+  even loopback), IPC, UTS; the run drops every capability and sets no_new_privs (it is uid 0 only inside the
+  worker's user namespace, which maps it to the slot's dedicated uid);
 - per-run rlimits: CPU, address space, file size, open files, processes, no core files; plus a wall-clock SIGKILL and
   capped output, enforced by the worker;
 - backstop, where cgroups are writable (root, or a delegated cgroup v2 subtree): a memory cap without swap and a

@@ -1,9 +1,12 @@
 """Fork-server worker for untrusted code; `rewards.sandbox` starts one per slot inside a bwrap jail.
 
 Standalone on purpose (standard library only): inside the jail this file and the Python standard library are all
-there is. A worker runs one job at a time. Every untrusted run is a double fork into fresh user, pid, network, IPC
-and UTS namespaces, so the run is pid 1 of its own pid namespace and everything it starts dies with it; it gets
-rlimits, a wall-clock SIGKILL, capped output and a scratch directory that is wiped afterwards.
+there is. At start the worker takes user, mount, pid, network, IPC and UTS namespaces of its own (so it may make
+more without privileges) and lives on as pid 1 of its pid namespace. A worker runs one job at a time. Every
+untrusted run is a fork into fresh pid, network, IPC and UTS namespaces (the worker `unshare`s them, forks, and
+`setns` back to its own), so the run is pid 1 of its own pid namespace and everything it starts dies with it. The
+run drops every capability, and gets rlimits, a wall-clock SIGKILL, capped output and a scratch directory that is
+wiped afterwards.
 
 Nothing the untrusted process reports is a verdict: it sends back values (repr), output and exit status, and the
 trusted side compares. Protocol on fd 0 / fd 1: frames of a 4-byte big-endian length and a UTF-8 JSON object.
@@ -36,7 +39,6 @@ CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS, PR_SET_CHILD_SUBREAPER = 1, 4, 38, 36
-SANDBOX_ID = 1000  # uid and gid of an untrusted run inside its own user namespace: not root there either
 DRAIN_GRACE_S = 1.0  # after a run ends, how long its pipes may take to reach EOF
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -57,7 +59,7 @@ class _CapabilityHeader(ctypes.Structure):
 
 
 def _drop_capabilities() -> None:
-    """Clear every capability the run holds in its own user namespace (a forked Python never execs, so keeps them)."""
+    """Clear every capability (the worker holds all of them in its user namespace; a forked Python never execs)."""
     no_capabilities = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable; two 32-bit words each
     _check(_libc.capset(ctypes.byref(_CapabilityHeader(0x20080522, 0)), no_capabilities), "capset")
 
@@ -311,12 +313,12 @@ def run_python_oracle(setup: str, test_source: str, statements: list[str], proxi
 
 
 class Run:
-    """One untrusted run as the worker sees it: the outer child `pid` (its death takes the run's namespace down)."""
+    """One untrusted run as the worker sees it: its process, pid 1 of its own pid namespace (unless those are off)."""
 
     def __init__(self, pid: int, control: int, no_namespace: bool):
         self.pid = pid
         self.pidfd = os.pidfd_open(pid)
-        self.control = control
+        self.control = control  # carries a setup failure, before the untrusted program starts
         self.no_namespace = no_namespace
         self.status: int | None = None
         self.infra: str | None = None
@@ -324,20 +326,18 @@ class Run:
         self.done = False
 
     def kill(self, reason: str) -> None:
-        """SIGKILL the outer child; the run (pid 1 of its namespace) gets PDEATHSIG and takes the namespace down."""
+        """SIGKILL the run; as pid 1 of its namespace, its death takes every process it started along."""
         if not self.done and self.killed_for is None:
             self.killed_for = reason
             (os.killpg if self.no_namespace else os.kill)(self.pid, signal.SIGKILL)
 
     def reap(self) -> None:
-        os.waitpid(self.pid, 0)
+        _, self.status = os.waitpid(self.pid, 0)
         os.close(self.pidfd)
         report = b"".join(iter(lambda: os.read(self.control, 65536), b""))
         os.close(self.control)
         for line in report.splitlines():
-            message = json.loads(line)
-            self.status = message.get("status", self.status)
-            self.infra = message.get("infra", self.infra)
+            self.infra = json.loads(line).get("infra", self.infra)
         if self.no_namespace:  # without a pid namespace, the process group is the best handle on leftovers
             try:
                 os.killpg(self.pid, signal.SIGKILL)
@@ -383,98 +383,97 @@ class Reader:
         return b"".join(self.chunks).decode("utf-8", "replace")
 
 
+_RUN_NAMESPACES = {CLONE_NEWPID: "pid", CLONE_NEWIPC: "ipc", CLONE_NEWUTS: "uts", CLONE_NEWNET: "net"}
+
+
 class Worker:
     def __init__(self, config: dict):
         self.config = config
         self.sample_namespaces = config["sample_namespaces"]
-        self.proc_fd = -1
+        self.run_namespaces = [flag for flag, name in _RUN_NAMESPACES.items() if name != "net" or config["network"]]
+        self.home: dict[int, int] = {}  # namespace flag -> fd of the worker's own namespace, to return to
         if config["jail"]:
             self.scratch = "/tmp"
-            self._enter_jail_namespace()
         else:
             self.scratch = f"/tmp/trl-ext-sandbox-{os.getpid()}"
             os.mkdir(self.scratch, 0o700)
-            if self.sample_namespaces:
-                self.proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)
+        self._enter_namespaces()
         _prctl(PR_SET_CHILD_SUBREAPER, 1)
         self.devnull = os.open(os.devnull, os.O_RDWR)  # stdin/stdout/stderr of runs that need none
 
-    def _enter_jail_namespace(self) -> None:
-        """Become an unprivileged uid, then take a private mount namespace: size-capped /tmp, and /proc hidden.
+    def _enter_namespaces(self) -> None:
+        """Namespaces of the worker's own, which it may make more of without privileges.
 
-        Runs keep the /proc of the jail out of sight (no pids to aim at); the worker keeps a handle on it, which
-        it needs to write each run's uid map.
+        In the jail: first an unprivileged uid of its own, and a mount namespace with a size-capped /tmp and with
+        /proc hidden, so that runs have no pids to aim at. With per-run namespaces: pid, IPC, UTS and network
+        namespaces too, the worker going on as pid 1 of its pid namespace (its first process only waits for it).
         """
+        jail = self.config["jail"]
+        flags = (CLONE_NEWUSER | CLONE_NEWNS if jail else 0) | (
+            CLONE_NEWUSER | CLONE_NEWNS | sum(self.run_namespaces) if self.sample_namespaces else 0
+        )
+        if not flags:
+            return
         uid = self.config["uid"]
-        if os.getuid() == 0 and uid is not None:
+        if jail and os.getuid() == 0 and uid is not None:
             os.setgroups([])
             os.setresgid(uid, uid, uid)
             os.setresuid(uid, uid, uid)
         outer_uid, outer_gid = os.getuid(), os.getgid()
         _prctl(PR_SET_DUMPABLE, 1)  # changing uid made us non-dumpable, which locks our own /proc/self/*_map
-        _check(_libc.unshare(CLONE_NEWUSER | CLONE_NEWNS), "unshare(user, mount)")
-        proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)
-        _write_id_maps(proc_fd, f"0 {outer_uid} 1", f"0 {outer_gid} 1")
-        scratch_options = f"size={self.config['scratch_bytes']},nr_inodes={self.config['scratch_inodes']},mode=0777"
-        _check(_libc.mount(b"tmpfs", b"/tmp", b"tmpfs", MS_NOSUID | MS_NODEV, scratch_options.encode()), "mount /tmp")
-        hide = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
-        _check(_libc.mount(b"tmpfs", b"/proc", b"tmpfs", hide, b"size=4k,nr_inodes=2,mode=0555"), "mount /proc")
+        _check(_libc.unshare(flags), "unshare")
+        for name, content in (("setgroups", "deny"), ("uid_map", f"0 {outer_uid} 1"), ("gid_map", f"0 {outer_gid} 1")):
+            with open(f"/proc/self/{name}", "w") as handle:
+                handle.write(content)
+        if jail:
+            options = f"size={self.config['scratch_bytes']},nr_inodes={self.config['scratch_inodes']},mode=0777"
+            _check(_libc.mount(b"tmpfs", b"/tmp", b"tmpfs", MS_NOSUID | MS_NODEV, options.encode()), "mount /tmp")
+        if flags & CLONE_NEWPID:
+            pid = os.fork()
+            if pid:  # the first process: waits for the worker (pid 1 of the new namespace) and ends with it
+                _, status = os.waitpid(pid, 0)
+                os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+            _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            self.home = {flag: os.open(f"/proc/self/ns/{_RUN_NAMESPACES[flag]}", os.O_RDONLY)
+                         for flag in self.run_namespaces}  # fmt: skip
+        if jail:
+            hide = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
+            _check(_libc.mount(b"tmpfs", b"/proc", b"tmpfs", hide, b"size=4k,nr_inodes=2,mode=0555"), "mount /proc")
         _prctl(PR_SET_DUMPABLE, 0)
-        self.proc_fd = proc_fd
 
     # -------------------------------------------------------------- spawning one run
 
     def spawn(self, target, child_fds: dict[int, int], limits: dict) -> Run:
-        """Fork the run: `child_fds` maps the run's fd numbers to the worker's pipe ends (closed here afterwards)."""
+        """Fork the run into fresh namespaces: `child_fds` maps its fd numbers to the worker's pipe ends (closed here
+        afterwards). Raises OSError when the kernel refuses (an infrastructure failure)."""
         control_read, control_write = os.pipe()
-        pid = os.fork()
+        if self.sample_namespaces:
+            _check(_libc.unshare(sum(self.run_namespaces)), "unshare")
+        try:
+            pid = os.fork()
+        except OSError:
+            self._return_home()
+            raise
         if pid == 0:
-            try:
-                self._outer_child(target, child_fds, limits, control_write)
-            finally:
-                os._exit(127)
+            self._run_child(target, child_fds, limits, control_write)
+        self._return_home()
         os.close(control_write)
         for fd in set(child_fds.values()) - {self.devnull}:
             os.close(fd)
         return Run(pid, control_read, not self.sample_namespaces)
 
-    def _outer_child(self, target, child_fds: dict[int, int], limits: dict, control: int) -> None:
-        """Enter fresh namespaces, fork the run as pid 1 there, wait for it and report its status."""
-        keep = {*child_fds.values(), control, self.proc_fd}
-        _close_all_but(keep)
-        try:
-            if self.sample_namespaces:
-                flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
-                if self.config["network"]:
-                    flags |= CLONE_NEWNET
-                outer_uid, outer_gid = os.getuid(), os.getgid()
-                _prctl(PR_SET_DUMPABLE, 1)
-                _check(_libc.unshare(flags), "unshare")
-                _write_id_maps(self.proc_fd, f"{SANDBOX_ID} {outer_uid} 1", f"{SANDBOX_ID} {outer_gid} 1")
-            else:
-                os.setsid()
-            pid = os.fork()
-        except OSError as error:
-            _emit(control, {"infra": f"starting a run: {error}"})
-            os._exit(1)
-        if pid == 0:
-            self._run_child(target, child_fds, limits, control)
-        if self.proc_fd >= 0:
-            os.close(self.proc_fd)
-        for fd in set(child_fds.values()):
-            os.close(fd)
-        _, status = os.waitpid(pid, 0)
-        _emit(control, {"status": status})
-        os._exit(0)
+    def _return_home(self) -> None:
+        """Back to the worker's own namespaces (only the worker: the run keeps the fresh ones)."""
+        for flag, fd in self.home.items():
+            _check(_libc.setns(fd, flag), "setns")
 
     def _run_child(self, target, child_fds: dict[int, int], limits: dict, control: int) -> None:
-        """The run itself: fds in place, limits on, privileges gone, then the untrusted program."""
+        """The run itself: fds in place, limits on, privileges gone, then the untrusted program. Never returns."""
         try:
             _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-            if self.sample_namespaces:
-                # Own session and process group: kill(0, ...) reaches a process group across pid namespaces, and
-                # the worker's shares our uid, so without this `os.kill(os.getppid(), 9)` (ppid 0) kills the worker.
-                os.setsid()
+            # Own session and process group: kill(0, ...) reaches a process group across pid namespaces, and the
+            # worker's shares our uid, so without this `os.kill(os.getppid(), 9)` (ppid 0) would kill the worker.
+            os.setsid()
             staged = {number: _fcntl_dup_high(fd) for number, fd in child_fds.items()}
             control = _fcntl_dup_high(control)
             for number, fd in staged.items():
@@ -483,8 +482,7 @@ class Worker:
             os.chdir(self.scratch)
             if self.config["rlimits"]:
                 _set_rlimits(limits)
-            if self.sample_namespaces:
-                _drop_capabilities()
+            _drop_capabilities()
             _prctl(PR_SET_NO_NEW_PRIVS, 1)
             _prctl(PR_SET_DUMPABLE, 0)
         except BaseException as error:
@@ -730,15 +728,6 @@ def _feed_stdin(fd: int, data: bytes) -> bytes:
         return data[_write(fd, data[:65536]) :]
     except BrokenPipeError:
         return b""
-
-
-def _write_id_maps(proc_fd: int, uid_map: str, gid_map: str) -> None:
-    for name, content in (("setgroups", "deny"), ("uid_map", uid_map), ("gid_map", gid_map)):
-        fd = os.open(f"self/{name}", os.O_WRONLY, dir_fd=proc_fd)
-        try:
-            _write_all(fd, content.encode())
-        finally:
-            os.close(fd)
 
 
 def _fcntl_dup_high(fd: int) -> int:
