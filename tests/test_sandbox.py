@@ -245,9 +245,12 @@ def test_no_bubblewrap_fails_closed_unless_opted_in(monkeypatch, caplog):
     try:
         assert box.isolation == sandbox_module.NO_ISOLATION
         assert "fallback" in caplog.text and "UNTRUSTED" in caplog.text
-        assert values_from(box, "x = 5", "x") == [5]
+        assert values_from(box, "open('left-behind', 'w').write('x')\nx = 5", "x") == [5]
+        (scratch,) = {worker.scratch for worker in box._workers}
+        assert Path(scratch).is_dir() and not list(Path(scratch).iterdir())
     finally:
         box.close()
+    assert not Path(scratch).exists()  # no namespaces, so no private /tmp: its directory goes with the worker
 
 
 def test_a_worker_that_cannot_start_is_reported(monkeypatch):

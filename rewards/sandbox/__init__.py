@@ -35,6 +35,7 @@ import select
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -180,9 +181,10 @@ class Backstop:
 class _Worker:
     """One slot: a jailed fork-server process and the pipes to it."""
 
-    def __init__(self, slot: int, argv: list[str], backstop: Backstop | None):
+    def __init__(self, slot: int, argv: list[str], backstop: Backstop | None, scratch: str | None):
         self.slot = slot
         self.backstop = backstop
+        self.scratch = scratch  # ours to remove, where the worker has no private /tmp
         if backstop:
             argv = backstop.wrap(argv)
         self.process = subprocess.Popen(
@@ -228,6 +230,8 @@ class _Worker:
         self.process.wait()
         if self.backstop:
             self.backstop.remove()
+        if self.scratch:
+            shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 def _jail_environment() -> dict[str, str]:
@@ -359,14 +363,20 @@ class Sandbox:
             "rlimits": self.isolation.rlimits,
             "scratch_bytes": self.scratch_bytes,
             "scratch_inodes": 4096,
+            # without any namespace the worker has no private /tmp: it gets a directory, removed when it goes
+            "scratch": None
+            if self.isolation.jail or self.isolation.sample_namespaces
+            else tempfile.mkdtemp(prefix="trl-ext-sandbox-"),
         }
         if self.isolation.jail:
             argv = jail_argv(json.dumps(config))
         else:
             argv = [python_executable(), "-I", "-S", "-B", str(WORKER_PATH), json.dumps(config)]
         try:
-            return _Worker(slot, argv, self._backstop(slot))
+            return _Worker(slot, argv, self._backstop(slot), config["scratch"])
         except OSError as error:
+            if config["scratch"]:
+                shutil.rmtree(config["scratch"], ignore_errors=True)
             raise SandboxUnavailable(f"cannot start the sandbox worker: {error}") from None
 
     def _backstop(self, slot: int) -> Backstop | None:

@@ -392,11 +392,9 @@ class Worker:
         self.sample_namespaces = config["sample_namespaces"]
         self.run_namespaces = [flag for flag, name in _RUN_NAMESPACES.items() if name != "net" or config["network"]]
         self.home: dict[int, int] = {}  # namespace flag -> fd of the worker's own namespace, to return to
-        if config["jail"]:
-            self.scratch = "/tmp"
-        else:
-            self.scratch = f"/tmp/trl-ext-sandbox-{os.getpid()}"
-            os.mkdir(self.scratch, 0o700)
+        self.scratch = (
+            config["scratch"] or "/tmp"
+        )  # a directory from the trusted side when there is no mount namespace
         self._enter_namespaces()
         _prctl(PR_SET_CHILD_SUBREAPER, 1)
         self.devnull = os.open(os.devnull, os.O_RDWR)  # stdin/stdout/stderr of runs that need none
@@ -404,16 +402,15 @@ class Worker:
     def _enter_namespaces(self) -> None:
         """Namespaces of the worker's own, which it may make more of without privileges.
 
-        In the jail: first an unprivileged uid of its own, and a mount namespace with a size-capped /tmp and with
-        /proc hidden, so that runs have no pids to aim at. With per-run namespaces: pid, IPC, UTS and network
-        namespaces too, the worker going on as pid 1 of its pid namespace (its first process only waits for it).
+        A mount namespace with a private, size-capped /tmp for the runs' scratch files. In the jail, also an
+        unprivileged uid of its own first, and /proc hidden, so that runs have no pids to aim at. With per-run
+        namespaces: pid, IPC, UTS and network namespaces too, the worker going on as pid 1 of its pid namespace (its
+        first process only waits for it).
         """
         jail = self.config["jail"]
-        flags = (CLONE_NEWUSER | CLONE_NEWNS if jail else 0) | (
-            CLONE_NEWUSER | CLONE_NEWNS | sum(self.run_namespaces) if self.sample_namespaces else 0
-        )
-        if not flags:
+        if not (jail or self.sample_namespaces):
             return
+        flags = CLONE_NEWUSER | CLONE_NEWNS | (sum(self.run_namespaces) if self.sample_namespaces else 0)
         uid = self.config["uid"]
         if jail and os.getuid() == 0 and uid is not None:
             os.setgroups([])
@@ -425,9 +422,8 @@ class Worker:
         for name, content in (("setgroups", "deny"), ("uid_map", f"0 {outer_uid} 1"), ("gid_map", f"0 {outer_gid} 1")):
             with open(f"/proc/self/{name}", "w") as handle:
                 handle.write(content)
-        if jail:
-            options = f"size={self.config['scratch_bytes']},nr_inodes={self.config['scratch_inodes']},mode=0777"
-            _check(_libc.mount(b"tmpfs", b"/tmp", b"tmpfs", MS_NOSUID | MS_NODEV, options.encode()), "mount /tmp")
+        options = f"size={self.config['scratch_bytes']},nr_inodes={self.config['scratch_inodes']},mode=0777"
+        _check(_libc.mount(b"tmpfs", b"/tmp", b"tmpfs", MS_NOSUID | MS_NODEV, options.encode()), "mount /tmp")
         if flags & CLONE_NEWPID:
             pid = os.fork()
             if pid:  # the first process: waits for the worker (pid 1 of the new namespace) and ends with it
