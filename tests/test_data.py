@@ -8,6 +8,7 @@ from trl_ext.data import (
     add_prompts,
     generate_gsm8k_like,
     generated_splits,
+    load_code_tasks,
     load_gsm8k,
     split_train_test,
 )
@@ -78,3 +79,19 @@ def test_prompts_are_conversational_and_keep_the_gold():
     ]
     assert "answer" in rows.column_names
     assert add_prompts(generate_gsm8k_like(1), system_prompt="")[0]["prompt"][0]["role"] == "user"
+
+
+def test_code_tasks_from_humaneval_mbpp_and_the_embedded_set(gsm8k_test_path, tmp_path):
+    humaneval = load_code_tasks(str(gsm8k_test_path.parents[1] / "humaneval" / "HumanEval.jsonl.gz"))["train"]
+    assert len(humaneval) == 164
+    row = humaneval[0]
+    assert row["question"].startswith("Complete this Python function.") and row["prompt"] in row["question"]
+    assert row["test_setup_code"] == row["prompt"] and "def check(candidate)" in row["test"]
+
+    embedded = load_code_tasks(None)["train"]
+    assert len(embedded) >= 30 and all("Your code should pass this test:\nassert" in q for q in embedded["question"])
+
+    path = tmp_path / "tasks.jsonl"
+    path.write_text(json.dumps({"question": "add", "tests": ["assert add(1, 1) == 2"]}))
+    with pytest.raises(ValueError, match="expected MBPP columns"):
+        load_code_tasks(str(path))

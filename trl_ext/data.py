@@ -1,4 +1,4 @@
-"""GSM8K-format data: a seeded generator of word problems, one loader for hub/local/generated data, and prompts.
+"""Task data: GSM8K-format problems (hub, local files, or a seeded generator), code tasks, and prompts.
 
 Every row keeps `question` and `answer` (a rationale ending in `#### N`): the reward functions read the gold from
 `answer`, so the loader never drops it.
@@ -17,6 +17,8 @@ DEFAULT_SYSTEM_PROMPT = (
     "in the form '#### <number>'."
 )
 HUB_GSM8K = "openai/gsm8k"
+EMBEDDED_CODE_TASKS = Path(__file__).parent / "tasks" / "code_tasks.jsonl"
+COMPRESSED_SUFFIXES = {".gz", ".bz2", ".xz", ".zst"}
 LOCAL_SUFFIXES = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 
 _NAMES = ["Mia", "Tom", "Ava", "Leo", "Zoe", "Sam", "Ivy", "Max", "Eli", "Amy", "Ben", "Kim", "Dan", "Sue"]
@@ -84,13 +86,37 @@ def generated_splits(num_train: int = 4000, num_test: int = 500, difficulty: int
     return DatasetDict(train=train, test=test)
 
 
+def _data_suffix(path: Path) -> str:
+    """`.jsonl` for `x.jsonl` and `x.jsonl.gz` alike (datasets decompresses by itself)."""
+    suffixes = [suffix.lower() for suffix in path.suffixes]
+    return suffixes[-2] if len(suffixes) > 1 and suffixes[-1] in COMPRESSED_SUFFIXES else path.suffix.lower()
+
+
 def _load_local(path: Path) -> DatasetDict:
     from datasets import load_dataset
 
-    builder = LOCAL_SUFFIXES.get(path.suffix.lower())
+    builder = LOCAL_SUFFIXES.get(_data_suffix(path))
     if builder is None:
         raise ValueError(f"Dataset file {path} has an unsupported type; use one of {sorted(LOCAL_SUFFIXES)}.")
     return load_dataset(builder, data_files={"train": str(path)})
+
+
+def load_splits(dataset_name: str, dataset_config: str | None = None) -> DatasetDict:
+    """Splits from a local JSON/JSONL/parquet/CSV file, a local dataset directory, or the hub.
+
+    A path that looks local but does not exist fails here, with the path, before anything is downloaded.
+    """
+    from datasets import load_dataset
+
+    path = Path(dataset_name).expanduser()
+    looks_local = _data_suffix(path) in LOCAL_SUFFIXES or dataset_name.startswith((".", "/", "~"))
+    if looks_local and not path.exists():
+        raise FileNotFoundError(f"Dataset file {path} does not exist; check --dataset_name.")
+    if path.is_file():
+        return _load_local(path)
+    if path.is_dir():
+        return load_dataset(str(path), name=dataset_config)
+    return load_dataset(dataset_name, name=dataset_config or ("main" if dataset_name == HUB_GSM8K else None))
 
 
 def load_gsm8k(
@@ -107,23 +133,41 @@ def load_gsm8k(
     """
     if dataset_name is None:
         return generated_splits(difficulty=difficulty)
-    path = Path(dataset_name).expanduser()
-    looks_local = path.suffix.lower() in LOCAL_SUFFIXES or dataset_name.startswith((".", "/", "~"))
-    if looks_local and not path.exists():
-        raise FileNotFoundError(f"Dataset file {path} does not exist; check --dataset_name.")
-    if path.is_file():
-        splits = _load_local(path)
-    elif path.is_dir():
-        from datasets import load_dataset
-
-        splits = load_dataset(str(path), name=dataset_config)
-    else:
-        from datasets import load_dataset
-
-        config = dataset_config or ("main" if dataset_name == HUB_GSM8K else None)
-        splits = load_dataset(dataset_name, name=config)
+    splits = load_splits(dataset_name, dataset_config)
     return DatasetDict(
         {name: _gsm8k_columns(split, dataset_name, question_column, answer_column) for name, split in splits.items()}
+    )
+
+
+def load_code_tasks(dataset_name: str | None, dataset_config: str | None = None) -> DatasetDict:
+    """Code tasks in MBPP format (`text` or `prompt`, `test_list`) or HumanEval format (`prompt`, `test`,
+    `entry_point`), from the hub, a local file, or (None) the project's own small task set.
+
+    Adds a `question` column (the problem as the model sees it) and keeps the columns `rewards.code_reward` reads.
+    """
+    splits = load_splits(str(EMBEDDED_CODE_TASKS) if dataset_name is None else dataset_name, dataset_config)
+    return DatasetDict(
+        {name: _code_columns(split, dataset_name or "the embedded code tasks") for name, split in splits.items()}
+    )
+
+
+def _code_columns(split: Dataset, source: str) -> Dataset:
+    columns = set(split.column_names)
+    if {"prompt", "test", "entry_point"} <= columns:  # HumanEval: complete the function; check() may use its helpers
+        return split.map(
+            lambda row: {
+                "question": f"Complete this Python function.\n```python\n{row['prompt']}```",
+                "test_setup_code": row["prompt"],
+            }
+        )
+    if "test_list" in columns and columns & {"text", "prompt"}:  # MBPP (full: text; sanitized: prompt)
+        text_column = "text" if "text" in columns else "prompt"
+        return split.map(
+            lambda row: {"question": f"{row[text_column]}\nYour code should pass this test:\n{row['test_list'][0]}"}
+        )
+    raise ValueError(
+        f"Dataset {source} has columns {split.column_names}; expected MBPP columns (text or prompt, test_list) "
+        "or HumanEval columns (prompt, test, entry_point)."
     )
 
 

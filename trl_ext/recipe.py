@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from datasets import Dataset, DatasetDict
 from trl import ModelConfig, ScriptArguments, TrlParser
 
-from trl_ext.data import DEFAULT_SYSTEM_PROMPT, add_prompts, load_gsm8k, split_train_test
+from trl_ext.data import DEFAULT_SYSTEM_PROMPT, add_prompts, load_code_tasks, load_gsm8k, split_train_test
+from trl_ext.embedded import EMBEDDED_SYSTEM_PROMPT
 
 EMBEDDED_MODEL_NAME = "embedded-tiny"
-EMBEDDED_DATASET_NAME = "generated-gsm8k"
+CODE_SYSTEM_PROMPT = "Write a correct, self-contained Python solution in one ```python code block."
 # Settings that make the embedded tiny model learn visibly on a CPU within minutes (bench/ and tests measure it).
 # They apply only when no model is given, and only to fields the user did not set.
 EMBEDDED_TRAINING_DEFAULTS: dict[str, dict] = {
@@ -42,6 +44,44 @@ EMBEDDED_TRAINING_DEFAULTS: dict[str, dict] = {
         "per_device_train_batch_size": 64,
         "learning_rate": 1e-4,
         "critic_learning_rate": 1e-3,
+        "lr_scheduler_type": "constant",
+        "max_completion_length": 48,
+        "temperature": 1.0,
+        "max_steps": 60,
+        "logging_steps": 5,
+        "save_steps": 20,
+        "gradient_checkpointing": False,
+    },
+    "dpo": {
+        "num_rounds": 3,
+        "prompts_per_round": 128,
+        "num_generations": 8,
+        "max_completion_length": 48,
+        "temperature": 1.0,
+        "generation_batch_size": 512,
+        "learning_rate": 5e-5,
+        "lr_scheduler_type": "constant",
+        "num_train_epochs": 2,
+        "per_device_train_batch_size": 16,
+        "beta": 0.1,
+        "logging_steps": 5,
+        "gradient_checkpointing": False,
+    },
+    "rloo": {
+        "per_device_train_batch_size": 64,
+        "num_generations": 8,
+        "learning_rate": 1e-4,
+        "lr_scheduler_type": "constant",
+        "max_completion_length": 48,
+        "temperature": 1.0,
+        "max_steps": 60,
+        "logging_steps": 5,
+        "save_steps": 20,
+        "gradient_checkpointing": False,
+    },
+    "distill": {
+        "per_device_train_batch_size": 64,
+        "learning_rate": 1e-3,
         "lr_scheduler_type": "constant",
         "max_completion_length": 48,
         "temperature": 1.0,
@@ -88,11 +128,11 @@ class RecipeArguments(ScriptArguments):
         },
     )
     difficulty: int = field(default=2, metadata={"help": "Difficulty (1-4) of generated problems (no dataset given)."})
-    reward_funcs: list[str] = field(
-        default_factory=lambda: ["math_answer_reward"],
+    reward_funcs: list[str] | None = field(
+        default=None,
         metadata={
-            "help": "Reward functions: names exported by `rewards`, or dotted import paths (`pkg.my_reward`). "
-            "The first one also scores the held-out evaluation."
+            "help": "Reward functions: names exported by `rewards`, or dotted import paths (`pkg.my_reward`); "
+            "default: the task's verifier. The first one also scores the held-out evaluation."
         },
     )
     eval_num_problems: int = field(default=300, metadata={"help": "Held-out problems scored before and after."})
@@ -115,6 +155,59 @@ class RecipeError(SystemExit):
 
     def __init__(self, message: str):
         super().__init__(f"error: {message}")
+
+
+@dataclass(frozen=True)
+class Task:
+    """What a recipe trains on: how its data loads, its default prompt and verifier, and its embedded default."""
+
+    name: str
+    load: Callable[[RecipeArguments], DatasetDict]
+    system_prompt: str
+    reward_funcs: tuple[str, ...]
+    embedded_dataset: str  # the dataset label when no dataset is given
+    embedded_system_prompt: str | None = None  # what the embedded model was warm-started with (None: system_prompt)
+    embedded_overrides: dict = field(default_factory=dict)  # recipe and training values for the embedded default
+    check_rows: Callable[[Dataset], None] | None = None  # validation that must pass before any model loads
+    embedded_note: str = ""
+
+
+def _check_code_rows(rows: Dataset) -> None:
+    """Every row's tests parse, and the sandbox starts now, while this process is still small (no CUDA yet)."""
+    from rewards.code import validate_rows
+    from rewards.sandbox import shared_sandbox
+
+    validate_rows(rows)
+    shared_sandbox().start()
+
+
+GSM8K_TASK = Task(
+    name="gsm8k",
+    load=lambda args: load_gsm8k(
+        args.dataset_name, args.dataset_config, args.question_column, args.answer_column, args.difficulty
+    ),
+    system_prompt=DEFAULT_SYSTEM_PROMPT,
+    reward_funcs=("math_answer_reward",),
+    embedded_dataset="generated-gsm8k",
+    embedded_system_prompt=EMBEDDED_SYSTEM_PROMPT,
+)
+CODE_TASK = Task(
+    name="code",
+    load=lambda args: load_code_tasks(args.dataset_name, args.dataset_config),
+    system_prompt=CODE_SYSTEM_PROMPT,
+    reward_funcs=("code_reward",),
+    embedded_dataset="embedded-code-tasks",
+    embedded_overrides={
+        "eval_num_problems": 8,
+        "max_steps": 8,
+        "per_device_train_batch_size": 16,
+        "num_generations": 4,
+        "max_completion_length": 64,
+    },
+    check_rows=_check_code_rows,
+    embedded_note=" The tiny model was warm-started on arithmetic, not code: this run exercises the pipeline "
+    "(sandboxed scoring included); expect rewards near 0.",
+)
 
 
 def _suggest(name: str, known: set[str]) -> str:
@@ -339,7 +432,9 @@ class RecipeRun:
             self.wandb_run.finish()
 
 
-def prepare_run(method: str, script_args, training_args, model_args, explicit: set[str]) -> RecipeRun:
+def prepare_run(
+    method: str, script_args, training_args, model_args, explicit: set[str], task: Task = GSM8K_TASK
+) -> RecipeRun:
     """Check every input, resolve the embedded default and the preset, load data and tokenizer, start W&B.
 
     Nothing here loads model weights: a bad path, column or key fails in seconds.
@@ -350,35 +445,37 @@ def prepare_run(method: str, script_args, training_args, model_args, explicit: s
     from trl_ext.presets import resolve_preset, update_config
     from trl_ext.tracking import run_name
 
-    reward_funcs = resolve_reward_funcs(script_args.reward_funcs)
+    is_embedded = model_args.model_name_or_path is None
+    explicit = set(explicit)
+    if is_embedded:  # tuned values for the tiny model, for whatever the user left unset; they win over any preset
+        embedded_values = {**EMBEDDED_TRAINING_DEFAULTS.get(method, {}), **task.embedded_overrides}
+        update_config(training_args, embedded_values, explicit, "The embedded default")
+        update_config(script_args, embedded_values, explicit, "The embedded default")
+        explicit |= set(embedded_values)
+    reward_funcs = resolve_reward_funcs(script_args.reward_funcs or list(task.reward_funcs))
     try:
-        splits = load_gsm8k(
-            script_args.dataset_name,
-            script_args.dataset_config,
-            script_args.question_column,
-            script_args.answer_column,
-            script_args.difficulty,
-        )
         train, test = split_train_test(
-            splits, script_args.eval_num_problems, script_args.dataset_train_split, script_args.dataset_test_split
+            task.load(script_args),
+            script_args.eval_num_problems,
+            script_args.dataset_train_split,
+            script_args.dataset_test_split,
         )
+        if task.check_rows is not None:
+            task.check_rows(train)
+            task.check_rows(test)
     except (FileNotFoundError, ValueError) as error:
         raise RecipeError(str(error)) from error
 
-    is_embedded = model_args.model_name_or_path is None
-    explicit = set(explicit)
     if is_embedded:
         from trl_ext.embedded import EmbeddedSpec, embedded_model_path
 
-        spec = EmbeddedSpec(difficulty=script_args.difficulty)
-        update_config(training_args, EMBEDDED_TRAINING_DEFAULTS.get(method, {}), explicit, "The embedded default")
-        explicit |= set(EMBEDDED_TRAINING_DEFAULTS.get(method, {}))  # the tuned values win over any preset
         with PartialState().main_process_first():  # one rank builds, the others then find it cached
-            model_args.model_name_or_path = str(embedded_model_path(spec))
-        system_prompt = spec.system_prompt if script_args.system_prompt is None else script_args.system_prompt
+            model_args.model_name_or_path = str(embedded_model_path(EmbeddedSpec(difficulty=script_args.difficulty)))
+        default_prompt = task.embedded_system_prompt or task.system_prompt
     else:
         check_model_source(model_args.model_name_or_path)
-        system_prompt = DEFAULT_SYSTEM_PROMPT if script_args.system_prompt is None else script_args.system_prompt
+        default_prompt = task.system_prompt
+    system_prompt = default_prompt if script_args.system_prompt is None else script_args.system_prompt
 
     preset = resolve_preset(script_args.preset, model_args.model_name_or_path, method)
     preset.apply(training_args, model_args, explicit)
@@ -390,7 +487,7 @@ def prepare_run(method: str, script_args, training_args, model_args, explicit: s
     }
 
     model_label = EMBEDDED_MODEL_NAME if is_embedded else model_args.model_name_or_path
-    dataset_label = script_args.dataset_name or EMBEDDED_DATASET_NAME
+    dataset_label = script_args.dataset_name or task.embedded_dataset
     if training_args.run_name is None:
         training_args.run_name = run_name(method, model_label, dataset_label, training_args.seed)
     if "output_dir" not in explicit or training_args.output_dir is None:
@@ -416,9 +513,10 @@ def prepare_run(method: str, script_args, training_args, model_args, explicit: s
     )
     if is_embedded:
         run.print(
-            f"[{method}] Running the embedded default: a tiny model built locally, trained on generated GSM8K-style "
-            f"problems. For a real run: accelerate launch recipes/{method}_gsm8k.py --config "
-            f"recipes/configs/{method}_gsm8k.yaml (or set --model_name_or_path and --dataset_name)"
+            f"[{method}] Running the embedded default: a tiny model built locally, on {task.embedded_dataset}. "
+            f"For a real run: accelerate launch recipes/{method}_{task.name}.py --config "
+            f"recipes/configs/{method}_{task.name}.yaml (or set --model_name_or_path and --dataset_name)."
+            + task.embedded_note
         )
     run.print(f"[{method}] preset: {preset.name}; output: {training_args.output_dir}")
     if "wandb" in (training_args.report_to or []):

@@ -1,0 +1,24 @@
+"""GRPO on code: completions are run against each task's tests in a sandbox; the reward is the fraction passed.
+
+    accelerate launch recipes/grpo_code.py                                   # embedded default, CPU (plumbing)
+    accelerate launch recipes/grpo_code.py --config recipes/configs/grpo_code.yaml    # Qwen2.5-Coder on MBPP
+
+Data in MBPP format (text or prompt, test_list) or HumanEval format (prompt, test, entry_point), from the hub or a
+local file. Every sample runs in its own sandbox (network, pid and user namespaces, rlimits): see rewards/code.py
+for what the host needs (bubblewrap). Every GRPOConfig and ModelConfig flag works, as in `trl grpo`.
+"""
+
+from trl import GRPOConfig, GRPOTrainer
+
+from trl_ext.recipe import CODE_TASK, parse_recipe_args, prepare_run
+
+
+def main() -> None:
+    script_args, training_args, model_args, explicit = parse_recipe_args(GRPOConfig)
+    run = prepare_run("grpo", script_args, training_args, model_args, explicit, task=CODE_TASK)
+    trainer = GRPOTrainer(reward_funcs=run.reward_funcs, **run.trainer_kwargs())
+    run.train(trainer)  # pass rate before, training, pass rate after, save, W&B summary
+
+
+if __name__ == "__main__":
+    main()
