@@ -288,3 +288,23 @@ def test_lora_cycles_save_and_resume_the_adapter(model_dir, tmp_path):
     resumed._start_or_resume(True)
     state = {name.replace(".default", ""): p for name, p in resumed.model.named_parameters() if "lora_" in name}
     assert state and all(torch.equal(state[name].detach(), saved[name]) for name in saved)
+
+
+def test_per_cycle_metrics_reach_wandb_with_steps_counted_across_cycles(model_dir, tmp_path, monkeypatch):
+    import wandb
+
+    from trl_ext.wandb_offline import latest_offline_run, read_offline_run
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    trainer = trainer_for(model_dir, tmp_path / "run", report_to="wandb", logging_steps=1, num_train_epochs=2)
+    trainer.train()
+    wandb.finish()
+
+    history = read_offline_run(latest_offline_run(tmp_path)).history
+    cycles = [row for row in history if "train/raft/acceptance_rate" in row]
+    assert [row["train/raft/cycle"] for row in cycles] == [1, 2]
+    assert all(f"train/raft/{key}" in cycles[0] for key in ("pass@4", "sft_loss", "time/generate", "accepted_tokens"))
+    steps = [row["train/global_step"] for row in history if "train/loss" in row]
+    assert steps == sorted(steps) and len(set(steps)) == len(steps)  # the second SFT phase continues the count
+    assert cycles[-1]["train/global_step"] == trainer.state.global_step + cycles[0]["train/global_step"]

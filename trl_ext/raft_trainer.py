@@ -330,13 +330,15 @@ class RAFTTrainer(SFTTrainer):
             args = self.args
             dataset = self._prepare_dataset(dataset, self.processing_class, args, args.packing, None, "train")
         self.train_dataset = dataset
-        # A fresh optimizer each cycle (as OpenRLHF's RAFT loop): the weights alone make a cycle's checkpoint exact.
-        self.optimizer = None
         self._in_sft_phase = True
         try:
             output = super().train(ignore_keys_for_eval=ignore_keys_for_eval)
         finally:
             self._in_sft_phase = False
+            # A fresh optimizer each cycle (as OpenRLHF's RAFT loop): the weights alone make a cycle's checkpoint
+            # exact, and generation does not share memory with AdamW's state.
+            self.optimizer, self.lr_scheduler = None, None
+            self.accelerator.free_memory()
         metrics = {
             "raft/sft_loss": float(output.training_loss),
             "raft/sft_steps": float(output.global_step),

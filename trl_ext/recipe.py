@@ -98,7 +98,7 @@ EMBEDDED_TRAINING_DEFAULTS: dict[str, dict] = {
         "temperature": 1.0,
         "generation_batch_size": 512,
         "min_reward": 1.0,
-        "learning_rate": 1e-4,
+        "learning_rate": 5e-5,
         "lr_scheduler_type": "constant",
         "num_train_epochs": 2,
         "per_device_train_batch_size": 16,
