@@ -42,14 +42,14 @@ def model_dir(tmp_path_factory, dataset):
     return path
 
 
-def make_trainer(model_dir, dataset, tmp_path, peft_config=None, **overrides) -> PPOTrainer:
+def make_trainer(model, dataset, tmp_path, peft_config=None, **overrides) -> PPOTrainer:
     values = dict(
         output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, max_completion_length=12, learning_rate=1e-3,
         critic_learning_rate=1e-2, report_to="none", use_cpu=True, bf16=False, gradient_checkpointing=False,
         logging_steps=1, save_strategy="no", seed=0, disable_tqdm=True,
     )  # fmt: skip
     trainer = PPOTrainer(
-        model=str(model_dir),
+        model=model if isinstance(model, torch.nn.Module) else str(model),
         reward_funcs=odd_length_reward,
         args=PPOConfig(**(values | overrides)),
         train_dataset=dataset,
@@ -100,6 +100,19 @@ def test_rollout_gives_whitened_token_advantages_returns_and_values(model_dir, d
     assert "frac_reward_zero_std" not in metrics
     for name in ("critic/explained_variance", "critic/values/mean", "critic/returns/mean", "critic/advantages/std"):
         assert len(metrics[name]) == 1
+
+
+def test_reference_is_a_frozen_in_memory_copy_of_the_initial_policy(model_dir, dataset, tmp_path):
+    policy = Qwen2ForCausalLM.from_pretrained(model_dir)
+    with torch.no_grad():  # an in-memory change the model's path does not have
+        policy.model.norm.weight.mul_(2.0)
+    trainer = make_trainer(policy, dataset, tmp_path, kl_coef=0.1)
+    reference = trainer.ref_model
+    assert reference is not trainer.model and not any(p.requires_grad for p in reference.parameters())
+    torch.testing.assert_close(reference.model.norm.weight, policy.model.norm.weight)
+    with torch.no_grad():
+        policy.model.norm.weight.add_(1.0)
+    assert not torch.equal(reference.model.norm.weight, policy.model.norm.weight)
 
 
 def test_kl_coef_zero_needs_no_reference_forward(model_dir, dataset, tmp_path):

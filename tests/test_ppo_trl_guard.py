@@ -42,7 +42,7 @@ def test_overridden_and_called_methods_keep_their_signatures():
 
 def test_grpo_trainer_internals_ppo_builds_on():
     init = inspect.getsource(GRPOTrainer.__init__)
-    # PPOTrainer.__init__ sets beta to kl_coef while GRPO builds the reference model, which it does only for beta != 0
+    # GRPO builds a reference model only for beta != 0; otherwise PPOTrainer adds its own for the KL in the reward
     assert "if self.beta == 0.0:" in init and "self.ref_model = None" in init
     assert "self.num_iterations = args.num_iterations" in init
 

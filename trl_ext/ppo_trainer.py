@@ -18,6 +18,7 @@ outside `self.model`, so vLLM weight syncing and `save_pretrained` never see it.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,10 +26,11 @@ from contextlib import contextmanager
 import torch
 from accelerate.utils import is_peft_model
 from safetensors.torch import load_file, save_file
+from torch import nn
 from transformers import TrainerCallback
 from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
-from trl.trainer.utils import use_adapter
+from trl.trainer.utils import add_fused_lm_head, use_adapter
 
 from trl_ext.gae import explained_variance, kl_estimate, masked_gae, masked_mean_var, masked_whiten, token_rewards
 from trl_ext.ppo_config import PPOConfig
@@ -88,16 +90,7 @@ class PPOTrainer(GRPOTrainer):
             args = PPOConfig(f"{name.split('/')[-1]}-PPO")
         if not isinstance(args, PPOConfig):
             raise TypeError(f"PPOTrainer takes a trl_ext.PPOConfig, got {type(args).__name__}")
-        # GRPOTrainer builds the reference (a frozen model copy, or a frozen copy of a pre-trained adapter) only for
-        # its KL loss term, beta != 0. PPO needs the same reference for the KL penalty in the reward.
-        loss_beta = args.beta
-        if args.kl_coef > 0 and loss_beta == 0:
-            args.beta = args.kl_coef
-        try:
-            super().__init__(model, reward_funcs, args, **kwargs)
-        finally:
-            args.beta = loss_beta
-        self.beta = loss_beta
+        super().__init__(model, reward_funcs, args, **kwargs)
 
         if self._is_vlm:
             raise ValueError("PPOTrainer supports text-only models; pass a tokenizer as processing_class")
@@ -107,6 +100,8 @@ class PPOTrainer(GRPOTrainer):
                 "and FSDP would not shard. Use a single-GPU or multi_gpu accelerate config"
             )
         unwrapped = self.accelerator.unwrap_model(self.model)
+        if args.kl_coef > 0 and self.ref_model is None and not is_peft_model(unwrapped):
+            self.ref_model = self._frozen_copy(unwrapped)
         causal_lm = unwrapped.get_base_model() if is_peft_model(unwrapped) else unwrapped
         # The backbone the fused LM head calls: its output holds the hidden states the logits would come from
         self._hidden_states = HiddenStateCapture(causal_lm.base_model)
@@ -116,6 +111,18 @@ class PPOTrainer(GRPOTrainer):
         )
         self.add_callback(_ZeroValueHeadGradients(self.value_head))
         self._rewards_per_func: torch.Tensor | None = None
+
+    def _frozen_copy(self, policy: nn.Module) -> nn.Module:
+        """The reference for the KL penalty: the initial policy, copied in memory.
+
+        GRPOTrainer builds a reference only for its loss term (beta != 0), by reloading the model's path, which an
+        in-memory model may not have or may differ from. Under PEFT the reference is the adapter-disabled model.
+        """
+        reference = copy.deepcopy(policy)
+        del reference.forward  # the copied fused LM head still calls the policy's original forward: add a fresh one
+        add_fused_lm_head(reference, temperature=self.temperature, cast_lm_head_to_fp32=self.args.cast_lm_head_to_fp32)
+        reference.requires_grad_(False).eval()
+        return self.accelerator.prepare_model(reference, evaluation_mode=True)
 
     # -- optimizer -------------------------------------------------------------------------------------------------
 
