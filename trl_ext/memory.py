@@ -25,7 +25,7 @@ import torch
 
 GIB = 1024**3
 
-METHODS = ("grpo", "ppo", "dpo", "raft", "sft")
+METHODS = ("grpo", "ppo", "dpo", "raft", "sft", "rloo", "distill")
 MODES = ("full", "lora", "qlora")
 GENERATION_BACKENDS = ("hf", "vllm", "vllm_sleep", "vllm_server")
 SHARDING = ("none", "ddp", "fsdp2", "zero2", "zero3")
@@ -228,7 +228,7 @@ class TrainingSetup:
 
     @property
     def generates(self) -> bool:
-        return self.method in ("grpo", "ppo", "raft")
+        return self.method in ("grpo", "ppo", "raft", "rloo", "distill")
 
 
 @dataclass(frozen=True)
@@ -354,6 +354,8 @@ def estimate_peak(shape: ModelShape, setup: TrainingSetup) -> MemoryEstimate:
         reference = setup.method in ("dpo", "ppo")
     if reference and full:  # under PEFT the reference is the base model with its adapters disabled
         persistent["reference_model"] = persistent["weights"]
+    if setup.method == "distill":  # the teacher: a separate frozen model, planned at the student's size
+        persistent["teacher_model"] = persistent["weights"]
     if setup.method == "ppo":  # a critic as large as the policy: a second model, or a second adapter
         if full:
             persistent["critic"] = persistent["weights"] + persistent["optimizer"]

@@ -335,7 +335,7 @@ def setup_from_configs(
         else:
             generation = "vllm_sleep" if training_args.vllm_enable_sleep_mode else "vllm"
     reference = None
-    if method == "grpo":
+    if method in ("grpo", "rloo"):  # RLOO's beta is GRPO's: the KL coefficient, a reference model when non-zero
         reference = training_args.beta != 0
     elif method == "dpo":
         reference = not training_args.precompute_ref_log_probs
