@@ -72,6 +72,13 @@ class PPOTrainer(GRPOTrainer):
     """PPO (clipped policy and value losses, GAE, KL penalty in the reward) driven by reward functions.
 
     Takes the arguments of `trl.GRPOTrainer` with a [`PPOConfig`]. Text-only models, on one device or under DDP.
+
+    Logs GRPO's metrics (rewards, completion lengths, `entropy`, the policy's `clip_ratio/*`) and PPO's:
+    `ppo/score/mean` (weighted reward minus the missing-EOS penalty), `ppo/kl` (the reward's KL estimate summed over a
+    completion), `critic/values/mean` and `critic/returns/mean` (over valid tokens), `critic/advantages/{mean,std,min,
+    max}` (GAE before whitening), `critic/explained_variance` (of the returns by the rollout-time values),
+    `critic/vf_loss`, `critic/vf_clipfrac` (share of tokens where the clipped value loss is the larger) and
+    `critic/grad_norm` (before clipping).
     """
 
     _tag_names = ["trl", "ppo", "trl-ext"]
@@ -166,12 +173,12 @@ class PPOTrainer(GRPOTrainer):
         return head(hidden_states[:, -completion_length - 1 : -1])
 
     def _reference_logps(self, input_ids, attention_mask, completion_length, batch_size) -> torch.Tensor:
+        """Log-probs under the frozen copy of the initial policy or, under PEFT, the model with adapters disabled."""
         if self.ref_model is not None:
             return self._get_per_token_logps_and_entropies(
                 self.ref_model, input_ids, attention_mask, completion_length, batch_size=batch_size
             )[0]
-        model = self.accelerator.unwrap_model(self.model)
-        with use_adapter(model, adapter_name="ref" if "ref" in model.peft_config else None):
+        with use_adapter(self.accelerator.unwrap_model(self.model), adapter_name=None):
             return self._get_per_token_logps_and_entropies(
                 self.model, input_ids, attention_mask, completion_length, batch_size=batch_size
             )[0]
