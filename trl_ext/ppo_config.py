@@ -109,8 +109,12 @@ class PPOConfig(GRPOConfig):
             raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {self.kl_estimator!r}")
         if not (0.0 <= self.gamma <= 1.0 and 0.0 <= self.lam <= 1.0):
             raise ValueError(f"gamma and lam must lie in [0, 1], got gamma={self.gamma}, lam={self.lam}")
-        if self.cliprange_value <= 0 or self.critic_warmup_steps < 0 or self.kl_coef < 0:
-            raise ValueError("cliprange_value must be > 0, and critic_warmup_steps and kl_coef >= 0")
+        if self.cliprange_value <= 0:
+            raise ValueError(f"cliprange_value must be positive, got {self.cliprange_value}")
+        if self.kl_coef < 0 or self.critic_warmup_steps < 0:
+            raise ValueError(
+                f"kl_coef and critic_warmup_steps must be non-negative, got {self.kl_coef}, {self.critic_warmup_steps}"
+            )
         if self.multi_objective_aggregation != "sum_then_normalize":
             raise ValueError(
                 "PPO scores a completion by the weighted sum of its rewards and whitens token advantages; "
