@@ -240,6 +240,7 @@ def test_best_of_k_selection_is_the_per_prompt_maximum(model_dir, tmp_path):
     assert not any(selected["truncated"])
 
 
+@pytest.mark.slow
 def test_a_finished_run_is_never_overwritten_and_resume_extends_it(model_dir, tmp_path):
     trainer_for(model_dir, tmp_path, num_cycles=1).train()
     first = json.loads((tmp_path / "raft_state.json").read_text())
@@ -290,9 +291,9 @@ def test_lora_cycles_save_and_resume_the_adapter(model_dir, tmp_path):
     assert state and all(torch.equal(state[name].detach(), saved[name]) for name in saved)
 
 
+@pytest.mark.slow
 def test_per_cycle_metrics_reach_wandb_with_steps_counted_across_cycles(model_dir, tmp_path, monkeypatch):
     import wandb
-
     from trl_ext.wandb_offline import latest_offline_run, read_offline_run
 
     monkeypatch.setenv("WANDB_MODE", "offline")
