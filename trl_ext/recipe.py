@@ -84,13 +84,14 @@ EMBEDDED_TRAINING_DEFAULTS: dict[str, dict] = {
     },
     "distill": {
         "per_device_train_batch_size": 64,
-        "learning_rate": 1e-3,
+        "learning_rate": 3e-3,
         "lr_scheduler_type": "constant",
+        "beta": 0.0,
         "max_completion_length": 48,
         "temperature": 1.0,
-        "max_steps": 60,
-        "logging_steps": 5,
-        "save_steps": 20,
+        "max_steps": 300,
+        "logging_steps": 10,
+        "save_steps": 100,
         "gradient_checkpointing": False,
     },
     "raft": {

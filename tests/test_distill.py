@@ -1,0 +1,133 @@
+"""On-policy distillation: a smaller student with the teacher's own tokenizer, vocabulary checks before any weights
+load, the planner's teacher, and the recipe end to end on tiny models."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from trl import DistillationConfig
+
+from trl_ext.distillation import (
+    StudentSpec,
+    check_shared_vocabulary,
+    embedded_student_path,
+    gap_closed,
+    resolve_teacher,
+)
+from trl_ext.embedded import EmbeddedSpec, embedded_model_path
+from trl_ext.memory import TrainingSetup, estimate_peak, load_model_shape
+from trl_ext.recipe import RecipeError, parse_recipe_args, prepare_run
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_STUDENT = StudentSpec(
+    hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, sft_rows=64, sft_batch_size=16
+)
+
+
+def _in_cache(cache: Path, build):
+    previous = os.environ.get("TRL_EXT_CACHE")
+    os.environ["TRL_EXT_CACHE"] = str(cache)
+    try:
+        return build()
+    finally:
+        if previous is not None:
+            os.environ["TRL_EXT_CACHE"] = previous
+
+
+@pytest.fixture(scope="module")
+def student_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    cache = tmp_path_factory.mktemp("student-cache")
+    return _in_cache(cache, lambda: embedded_student_path(tiny_model_dir, TINY_STUDENT))
+
+
+@pytest.fixture(scope="module")
+def other_tiny_dir(tmp_path_factory) -> Path:
+    """Like `tiny_model_dir` but warm-started on other rows: its tokenizer has as many tokens, not the same ones."""
+    spec = EmbeddedSpec(sft_rows=96, num_layers=2, hidden_size=64, intermediate_size=128, seed=7)
+    return _in_cache(tmp_path_factory.mktemp("other-cache"), lambda: embedded_model_path(spec))
+
+
+def test_student_is_smaller_with_the_teachers_exact_vocabulary(tiny_model_dir, student_dir):
+    from transformers import AutoConfig, AutoTokenizer
+
+    check_shared_vocabulary(str(student_dir), str(tiny_model_dir))  # no error: token for token the same
+    assert (
+        AutoTokenizer.from_pretrained(student_dir).get_vocab()
+        == AutoTokenizer.from_pretrained(tiny_model_dir).get_vocab()
+    )
+    student, teacher = load_model_shape(str(student_dir)), load_model_shape(str(tiny_model_dir))
+    assert student.num_params < teacher.num_params
+    assert AutoConfig.from_pretrained(student_dir).vocab_size == AutoConfig.from_pretrained(tiny_model_dir).vocab_size
+    built = json.loads((student_dir / "build.json").read_text())
+    assert built["spec"]["sft_rows"] == 64 and built["teacher"] == str(tiny_model_dir)
+
+
+def test_tokenizers_of_equal_size_but_other_tokens_are_refused(tiny_model_dir, other_tiny_dir):
+    from transformers import AutoTokenizer
+
+    # Both tokenizers were trained on generated text of the same kind: same size, different ids.
+    assert len(AutoTokenizer.from_pretrained(tiny_model_dir)) == len(AutoTokenizer.from_pretrained(other_tiny_dir))
+    with pytest.raises(ValueError, match="different tokenizers .* token-id assignments differ"):
+        check_shared_vocabulary(str(tiny_model_dir), str(other_tiny_dir))
+
+
+def prepare(argv, tmp_path):
+    argv = argv + ["--output_dir", str(tmp_path / "out"), "--report_to", "none", "--eval_num_problems", "16"]
+    script_args, training_args, model_args, explicit = parse_recipe_args(DistillationConfig, argv=argv)
+    return prepare_run("distill", script_args, training_args, model_args, explicit)
+
+
+def test_a_student_without_teacher_or_with_a_foreign_one_fails_early(tiny_model_dir, other_tiny_dir, tmp_path):
+    run = prepare(["--model_name_or_path", str(tiny_model_dir)], tmp_path)
+    with pytest.raises(RecipeError, match="distillation needs a teacher: set --teacher_model_name_or_path"):
+        resolve_teacher(run)
+    run = prepare(
+        ["--model_name_or_path", str(tiny_model_dir), "--teacher_model_name_or_path", str(other_tiny_dir)],
+        tmp_path,
+    )
+    with pytest.raises(RecipeError, match="different tokenizers"):
+        resolve_teacher(run)
+    run = prepare(
+        ["--model_name_or_path", str(tiny_model_dir), "--teacher_model_name_or_path", str(tmp_path / "nothing")],
+        tmp_path,
+    )
+    with pytest.raises(RecipeError, match="not a model directory"):
+        resolve_teacher(run)
+
+
+def test_gap_closed_and_planner_counts_the_teacher(tiny_model_dir):
+    assert gap_closed(0.40, 0.10, 0.25) == pytest.approx(0.5)
+    assert gap_closed(0.40, 0.10, 0.05) == pytest.approx(-1 / 6)
+    assert gap_closed(0.10, 0.20, 0.30) != gap_closed(0.10, 0.20, 0.30)  # NaN: the student was not behind
+    shape = load_model_shape(str(tiny_model_dir))
+    setup = {"mode": "full", "mixed_precision": False, "gradient_checkpointing": False}
+    distill = estimate_peak(shape, TrainingSetup(method="distill", **setup))
+    grpo = estimate_peak(shape, TrainingSetup(method="grpo", reference_model=False, **setup))
+    assert distill.breakdown["teacher_model"] == distill.breakdown["weights"]  # planned at the student's size
+    assert distill.allocated_bytes == grpo.allocated_bytes + distill.breakdown["weights"]
+    assert TrainingSetup(method="distill").generates
+
+
+@pytest.mark.slow
+def test_recipe_end_to_end_on_tiny_models(tiny_model_dir, student_dir, tmp_path):
+    output_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu"]
+    args = ["--model_name_or_path", str(student_dir), "--teacher_model_name_or_path", str(tiny_model_dir)]
+    args += ["--max_steps", "2", "--per_device_train_batch_size", "8", "--max_completion_length", "16"]
+    args += ["--learning_rate", "1e-3", "--eval_num_problems", "16", "--output_dir", str(output_dir)]
+    result = subprocess.run(
+        command + ["recipes/distill_gsm8k.py", *args, "--report_to", "none"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    assert "held-out accuracy teacher:" in result.stdout and "of its accuracy gap to the teacher" in result.stdout
+    results = json.loads((output_dir / "eval_results.json").read_text())
+    assert results["method"] == "distill"
+    assert {"eval/teacher/accuracy", "eval/before/accuracy", "eval/after/accuracy"} <= set(results)
+    assert (output_dir / "model.safetensors").exists()
