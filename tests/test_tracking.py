@@ -24,7 +24,15 @@ def test_credentials_come_from_env_or_netrc(monkeypatch, tmp_path):
 def test_offline_reader_recovers_history_summary_config(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    run = wandb.init(project="p", name="grpo-x-y-s1", group="grpo-x", tags=["grpo", "x"], config={"lr": 0.1})
+    run = wandb.init(  # dir and mode explicit: an earlier run in this process may have set others
+        project="p",
+        name="grpo-x-y-s1",
+        group="grpo-x",
+        tags=["grpo", "x"],
+        config={"lr": 0.1},
+        dir=str(tmp_path),
+        mode="offline",
+    )
     for step in range(300):  # enough records to span several 32 KiB blocks
         run.log({"train/reward": step / 300, "train/text": "x" * 200})
     run.summary["eval/after/accuracy"] = 0.75
