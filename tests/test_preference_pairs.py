@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from datasets import Dataset
 
+from trl_ext.dpo_rounds_config import DPORoundsConfig
 from trl_ext.preference_pairs import (
     PreferenceDataArguments,
     build_pairs,
@@ -171,8 +172,6 @@ def test_preference_dataset_missing_column_fails_before_any_model(tmp_path, monk
     path = tmp_path / "prefs.jsonl"
     path.write_text(json.dumps({"prompt": "1+1?", "preferred": "2", "rejected": "3"}) + "\n")
     argv = ["--preference_dataset", str(path), "--report_to", "none"]
-    from trl_ext.dpo_rounds_config import DPORoundsConfig
-
     script_args, *_ = parse_recipe_args(DPORoundsConfig, PreferenceDataArguments, argv=argv)
     with pytest.raises(RecipeError, match=r"columns \['prompt', 'preferred', 'rejected'\]; expected \['chosen'\]"):
         load_preference_data(script_args)
