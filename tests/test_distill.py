@@ -11,7 +11,6 @@ import pytest
 from trl import DistillationConfig
 
 from trl_ext.distillation import (
-    StudentSpec,
     check_shared_vocabulary,
     embedded_student_path,
     gap_closed,
@@ -22,9 +21,7 @@ from trl_ext.memory import TrainingSetup, estimate_peak, load_model_shape
 from trl_ext.recipe import RecipeError, parse_recipe_args, prepare_run
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_STUDENT = StudentSpec(
-    hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, sft_rows=64, sft_batch_size=16
-)
+TINY_STUDENT = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "sft_rows": 64}
 
 
 def _in_cache(cache: Path, build):
@@ -40,7 +37,7 @@ def _in_cache(cache: Path, build):
 @pytest.fixture(scope="module")
 def student_dir(tiny_model_dir, tmp_path_factory) -> Path:
     cache = tmp_path_factory.mktemp("student-cache")
-    return _in_cache(cache, lambda: embedded_student_path(tiny_model_dir, TINY_STUDENT))
+    return _in_cache(cache, lambda: embedded_student_path(tiny_model_dir, **TINY_STUDENT))
 
 
 @pytest.fixture(scope="module")

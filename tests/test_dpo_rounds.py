@@ -99,7 +99,7 @@ def test_resume_continues_after_the_last_round(tiny_model_dir, prompts, tmp_path
     DPORoundsTrainer(str(tiny_model_dir), parity_reward, args=one_round, train_dataset=prompts).train()
     run = tmp_path / "run"
     first = (run / "checkpoint-1" / "pairs.parquet").read_bytes()
-    with pytest.raises(ValueError, match="already holds a run .*resume_from_checkpoint=True"):
+    with pytest.raises(ValueError, match="already holds a DPO-rounds run .*resume_from_checkpoint=True"):
         DPORoundsTrainer(str(tiny_model_dir), parity_reward, args=config(tmp_path), train_dataset=prompts).train()
     with pytest.raises(ValueError, match="prompts_per_round 8 -> 12"):
         DPORoundsTrainer(

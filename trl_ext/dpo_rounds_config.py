@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 from trl import DPOConfig
 
 from trl_ext.preference_pairs import PAIR_STRATEGIES
-from trl_ext.selection import TIE_BREAKS
+from trl_ext.rounds import SampledRoundsConfig
 
 
 @dataclass
-class DPORoundsConfig(DPOConfig):
+class DPORoundsConfig(SampledRoundsConfig, DPOConfig):
     r"""
     Configuration class for [`DPORoundsTrainer`] (DPO on pairs a verifier labels, sampled round after round).
 
@@ -29,26 +29,8 @@ class DPORoundsConfig(DPOConfig):
             Prompts (M) sampled in each round, drawn without replacement from the shuffled prompt dataset (reshuffled
             when used up).
 
-        > Parameters that control generation
+        > Parameters that control pairing
 
-        num_generations (`int`, *optional*, defaults to `8`):
-            Completions (K) sampled for each prompt.
-        max_completion_length (`int`, *optional*, defaults to `256`):
-            Generation budget in tokens; a completion without EOS within it is truncated.
-        temperature (`float`, *optional*, defaults to `1.0`):
-            Sampling temperature; must be positive.
-        top_p (`float`, *optional*, defaults to `1.0`):
-            Nucleus sampling: keep the smallest token set with this cumulative probability (1.0 keeps all).
-        top_k (`int`, *optional*, defaults to `0`):
-            Keep only the k most likely tokens (0 keeps all).
-        generation_batch_size (`int`, *optional*, defaults to `256`):
-            Completions per `generate` call, and per reward-function call; a multiple of `num_generations`.
-
-        > Parameters that control scoring and pairing
-
-        reward_weights (`list[float]`, *optional*):
-            Weight of each reward function in the summed reward (default: 1.0 each). A function returning None for a
-            sample is left out of that sample's sum; a sample no function scores is never paired.
         pair_strategy (`str`, *optional*, defaults to `"best_vs_worst"`):
             `"best_vs_worst"` (each prompt's best sample against its worst) or `"all_pairs"` (every pair whose rewards
             differ: with a 0/1 verifier, every passing x failing pair, at most `max_pairs_per_prompt` per prompt).
@@ -56,12 +38,10 @@ class DPORoundsConfig(DPOConfig):
             Cap on the pairs per prompt under `"all_pairs"` (largest reward gaps first); none when unset.
         min_reward_gap (`float`, *optional*, defaults to `0.0`):
             A pair needs the chosen reward to exceed the rejected one by more than this; tied rewards never pair.
-        tie_break (`str`, *optional*, defaults to `"random"`):
-            Between equally rewarded best samples under `"best_vs_worst"`: `"random"`, or `"shortest"` first.
-        drop_truncated (`bool`, *optional*, defaults to `True`):
-            Never pair a completion that hit `max_completion_length`.
-        drop_duplicates (`bool`, *optional*, defaults to `True`):
-            Pair each distinct completion of a prompt only once (repeats would weigh the same pair several times).
+
+    Generation and scoring: `num_generations` (K, default 8, at least 2), `max_completion_length`, `temperature`,
+    `top_p`, `top_k`, `generation_batch_size`, `reward_weights`, `tie_break` (between equally rewarded best samples
+    under `"best_vs_worst"`), `drop_truncated` and `drop_duplicates`, as documented in [`SampledRoundsConfig`].
 
     > [!NOTE]
     > Defaults that differ from [`~trl.DPOConfig`]: `num_train_epochs` is 1 (per round); `precompute_ref_log_probs`
@@ -96,24 +76,7 @@ class DPORoundsConfig(DPOConfig):
         metadata={"help": "Prompts (M) sampled per round, without replacement from the shuffled prompt dataset."},
     )
 
-    # Generation
-    num_generations: int = field(default=8, metadata={"help": "Completions (K) sampled for each prompt."})
-    max_completion_length: int = field(
-        default=256, metadata={"help": "Generation budget in tokens; a completion without EOS within it is truncated."}
-    )
-    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature; must be positive."})
-    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling probability mass (1.0 keeps all tokens)."})
-    top_k: int = field(default=0, metadata={"help": "Keep only the k most likely tokens when sampling (0 keeps all)."})
-    generation_batch_size: int = field(
-        default=256,
-        metadata={"help": "Completions per generate call and per reward call; a multiple of num_generations."},
-    )
-
-    # Scoring and pairing
-    reward_weights: list[float] | None = field(
-        default=None,
-        metadata={"help": "Weight of each reward function in the summed reward (default: 1.0 each)."},
-    )
+    # Pairing
     pair_strategy: str = field(
         default="best_vs_worst", metadata={"help": f"How pairs are formed, one of {', '.join(PAIR_STRATEGIES)}."}
     )
@@ -124,41 +87,17 @@ class DPORoundsConfig(DPOConfig):
         default=0.0,
         metadata={"help": "A pair needs the chosen reward to exceed the rejected one by more than this."},
     )
-    tie_break: str = field(
-        default="random",
-        metadata={"help": f"Between equally rewarded best samples: {' or '.join(TIE_BREAKS)} first."},
-    )
-    drop_truncated: bool = field(
-        default=True, metadata={"help": "Never pair a completion that hit max_completion_length."}
-    )
-    drop_duplicates: bool = field(
-        default=True, metadata={"help": "Pair each distinct completion of a prompt only once."}
-    )
 
     def __post_init__(self):
         super().__post_init__()
-        problems = []
-        for name in ("num_rounds", "prompts_per_round", "num_generations", "max_completion_length"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name} must be at least 1 (got {getattr(self, name)})")
+        problems = self.sampling_problems("round")
         if self.num_generations < 2:
             problems.append(f"num_generations must be at least 2 to form a pair (got {self.num_generations})")
-        if self.temperature <= 0:
-            problems.append(
-                f"temperature must be positive (got {self.temperature}): greedy decoding repeats one sample"
-            )
-        if self.generation_batch_size < 1 or self.generation_batch_size % max(self.num_generations, 1):
-            problems.append(
-                f"generation_batch_size ({self.generation_batch_size}) must be a positive multiple of "
-                f"num_generations ({self.num_generations})"
-            )
         if self.pair_strategy not in PAIR_STRATEGIES:
             problems.append(f"pair_strategy must be one of {', '.join(PAIR_STRATEGIES)} (got {self.pair_strategy!r})")
         if self.max_pairs_per_prompt is not None and self.max_pairs_per_prompt < 1:
             problems.append(f"max_pairs_per_prompt must be at least 1 (got {self.max_pairs_per_prompt})")
         if self.min_reward_gap < 0:
             problems.append(f"min_reward_gap must be non-negative (got {self.min_reward_gap})")
-        if self.tie_break not in TIE_BREAKS:
-            problems.append(f"tie_break must be one of {', '.join(TIE_BREAKS)} (got {self.tie_break!r})")
         if problems:
             raise ValueError("Invalid DPORoundsConfig: " + "; ".join(problems) + ".")

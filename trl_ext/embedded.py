@@ -19,6 +19,7 @@ import random
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -70,20 +71,34 @@ def cache_root() -> Path:
 def embedded_model_path(spec: EmbeddedSpec | None = None, rebuild: bool = False, log=print) -> Path:
     """The directory of the built embedded model (tokenizer + weights), building it first if missing."""
     spec = spec or EmbeddedSpec()
-    target = cache_root() / f"embedded-{spec.cache_key()}"
+    return build_cached(
+        cache_root() / f"embedded-{spec.cache_key()}",
+        lambda output_dir: build_model(spec, output_dir),
+        {"spec": asdict(spec)},
+        "the embedded tiny model (one time, about 2 minutes on 2 CPU cores)",
+        rebuild=rebuild,
+        log=log,
+    )
+
+
+def build_cached(
+    target: Path, build: Callable[[Path], None], manifest: dict, what: str, rebuild: bool = False, log=print
+) -> Path:
+    """`target`, built by `build` when it holds no finished build: in a staging directory next to it, then renamed
+    into place, so that a crash never leaves a half-built cache behind. `manifest` goes to `build.json`."""
     if (target / "build.json").exists() and not rebuild:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    log(f"Building the embedded tiny model in {target} (one time, about 2 minutes on 2 CPU cores)...")
+    log(f"Building {what} in {target}...")
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".building-") as staging:
         staging_path = Path(staging) / "model"
-        _build(spec, staging_path)
-        (staging_path / "build.json").write_text(json.dumps({"spec": asdict(spec), "seconds": time.time() - started}))
+        build(staging_path)
+        (staging_path / "build.json").write_text(json.dumps(manifest | {"seconds": time.time() - started}))
         if target.exists():
             shutil.rmtree(target)
-        os.replace(staging_path, target)  # atomic: a crash never leaves a half-built cache behind
-    log(f"Embedded model built in {time.time() - started:.0f} s.")
+        os.replace(staging_path, target)
+    log(f"Built in {time.time() - started:.0f} s.")
     return target
 
 
@@ -133,7 +148,9 @@ def warm_start_rows(spec: EmbeddedSpec) -> list[dict]:
     return rows
 
 
-def _build(spec: EmbeddedSpec, output_dir: Path) -> None:
+def build_model(spec: EmbeddedSpec, output_dir: Path, tokenizer=None) -> None:
+    """A random-init Qwen2 model of `spec`'s shape, warm-started on `spec`'s rows; with `tokenizer` (another built
+    model's), that one is used instead of a new one trained on the rows."""
     import torch
     from datasets import Dataset
     from transformers import Qwen2Config, Qwen2ForCausalLM
@@ -141,8 +158,10 @@ def _build(spec: EmbeddedSpec, output_dir: Path) -> None:
 
     torch.manual_seed(spec.seed)
     rows = warm_start_rows(spec)
-    texts = [spec.system_prompt] + [r["prompt"][-1]["content"] + "\n" + r["completion"][0]["content"] for r in rows]
-    tokenizer = build_tokenizer(texts, spec.vocab_size)
+    if tokenizer is None:
+        texts = [spec.system_prompt]
+        texts += [r["prompt"][-1]["content"] + "\n" + r["completion"][0]["content"] for r in rows]
+        tokenizer = build_tokenizer(texts, spec.vocab_size)
     config = Qwen2Config(
         vocab_size=len(tokenizer),
         hidden_size=spec.hidden_size,

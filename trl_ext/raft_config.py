@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 from transformers.trainer_utils import SaveStrategy
 from trl import SFTConfig
 
-from trl_ext.selection import STRATEGIES, TIE_BREAKS
+from trl_ext.rounds import SampledRoundsConfig
+from trl_ext.selection import STRATEGIES
 
 
 @dataclass
-class RAFTConfig(SFTConfig):
+class RAFTConfig(SampledRoundsConfig, SFTConfig):
     r"""
     Configuration class for [`RAFTTrainer`] (reward-ranked fine-tuning, Dong et al. 2023).
 
@@ -28,26 +29,8 @@ class RAFTConfig(SFTConfig):
             Prompts (M) sampled in each cycle, drawn without replacement from the shuffled prompt dataset (reshuffled
             when used up).
 
-        > Parameters that control generation
+        > Parameters that control selection
 
-        num_generations (`int`, *optional*, defaults to `8`):
-            Completions (K) sampled for each prompt.
-        max_completion_length (`int`, *optional*, defaults to `256`):
-            Generation budget in tokens; a completion without EOS within it is truncated.
-        temperature (`float`, *optional*, defaults to `1.0`):
-            Sampling temperature; must be positive when `num_generations > 1`.
-        top_p (`float`, *optional*, defaults to `1.0`):
-            Nucleus sampling: keep the smallest token set with this cumulative probability (1.0 keeps all).
-        top_k (`int`, *optional*, defaults to `0`):
-            Keep only the k most likely tokens (0 keeps all).
-        generation_batch_size (`int`, *optional*, defaults to `256`):
-            Completions per `generate` call, and per reward-function call; a multiple of `num_generations`.
-
-        > Parameters that control scoring and selection
-
-        reward_weights (`list[float]`, *optional*):
-            Weight of each reward function in the summed reward (default: 1.0 each). As in GRPO, a function returning
-            None for a sample is left out of that sample's sum; a sample no function scores is never selected.
         selection (`str`, *optional*, defaults to `"best_of_k"`):
             `"best_of_k"` (the best sample of each prompt), `"threshold"` (samples with reward >= `reward_threshold`,
             at most `max_per_prompt` per prompt) or `"top_fraction"` (the best `top_fraction` of the cycle's samples).
@@ -60,13 +43,10 @@ class RAFTConfig(SFTConfig):
             Cap on the samples kept per prompt by `selection="threshold"` (highest reward first); none when unset.
         top_fraction (`float`, *optional*, defaults to `0.2`):
             Share of all the cycle's samples kept by `selection="top_fraction"`.
-        tie_break (`str`, *optional*, defaults to `"random"`):
-            Between samples with equal rewards: `"random"`, or `"shortest"` first.
-        drop_truncated (`bool`, *optional*, defaults to `True`):
-            Never select a completion that hit `max_completion_length` (its answer may be cut off, and training on it
-            would teach the model not to stop).
-        drop_duplicates (`bool`, *optional*, defaults to `True`):
-            Select each distinct completion of a prompt at most once.
+
+    Generation and scoring: `num_generations` (K, default 8), `max_completion_length`, `temperature`, `top_p`,
+    `top_k`, `generation_batch_size`, `reward_weights`, `tie_break`, `drop_truncated` and `drop_duplicates`, as
+    documented in [`SampledRoundsConfig`].
 
     > [!NOTE]
     > Defaults that differ from [`~trl.SFTConfig`]: `num_train_epochs` is 1 (per cycle), and `save_strategy` is
@@ -95,26 +75,7 @@ class RAFTConfig(SFTConfig):
         metadata={"help": "Prompts (M) sampled per cycle, without replacement from the shuffled prompt dataset."},
     )
 
-    # Generation
-    num_generations: int = field(default=8, metadata={"help": "Completions (K) sampled for each prompt."})
-    max_completion_length: int = field(
-        default=256, metadata={"help": "Generation budget in tokens; a completion without EOS within it is truncated."}
-    )
-    temperature: float = field(
-        default=1.0, metadata={"help": "Sampling temperature; must be positive when num_generations > 1."}
-    )
-    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling probability mass (1.0 keeps all tokens)."})
-    top_k: int = field(default=0, metadata={"help": "Keep only the k most likely tokens when sampling (0 keeps all)."})
-    generation_batch_size: int = field(
-        default=256,
-        metadata={"help": "Completions per generate call and per reward call; a multiple of num_generations."},
-    )
-
-    # Scoring and selection
-    reward_weights: list[float] | None = field(
-        default=None,
-        metadata={"help": "Weight of each reward function in the summed reward (default: 1.0 each)."},
-    )
+    # Selection
     selection: str = field(
         default="best_of_k",
         metadata={"help": f"Selection strategy, one of {', '.join(STRATEGIES)}."},
@@ -135,32 +96,10 @@ class RAFTConfig(SFTConfig):
     top_fraction: float = field(
         default=0.2, metadata={"help": "Share of the cycle's samples kept by selection='top_fraction'."}
     )
-    tie_break: str = field(
-        default="random", metadata={"help": f"Between equal rewards: {' or '.join(TIE_BREAKS)} first."}
-    )
-    drop_truncated: bool = field(
-        default=True, metadata={"help": "Never select a completion that hit max_completion_length."}
-    )
-    drop_duplicates: bool = field(
-        default=True, metadata={"help": "Select each distinct completion of a prompt at most once."}
-    )
 
     def __post_init__(self):
         super().__post_init__()
-        problems = []
-        for name in ("num_cycles", "prompts_per_cycle", "num_generations", "max_completion_length"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name} must be at least 1 (got {getattr(self, name)})")
-        if self.num_generations > 1 and self.temperature <= 0:
-            problems.append(
-                f"temperature must be positive to draw num_generations={self.num_generations} different samples "
-                "(greedy decoding repeats one)"
-            )
-        if self.generation_batch_size < 1 or self.generation_batch_size % max(self.num_generations, 1):
-            problems.append(
-                f"generation_batch_size ({self.generation_batch_size}) must be a positive multiple of "
-                f"num_generations ({self.num_generations})"
-            )
+        problems = self.sampling_problems("cycle")
         if self.selection not in STRATEGIES:
             problems.append(f"selection must be one of {', '.join(STRATEGIES)} (got {self.selection!r})")
         if self.selection == "threshold" and self.reward_threshold is None:
@@ -169,8 +108,6 @@ class RAFTConfig(SFTConfig):
             problems.append(f"max_per_prompt must be at least 1 (got {self.max_per_prompt})")
         if not 0 < self.top_fraction <= 1:
             problems.append(f"top_fraction must be in (0, 1] (got {self.top_fraction})")
-        if self.tie_break not in TIE_BREAKS:
-            problems.append(f"tie_break must be one of {', '.join(TIE_BREAKS)} (got {self.tie_break!r})")
         if self.save_strategy != SaveStrategy.NO:
             problems.append(
                 f"save_strategy must be 'no' (got '{SaveStrategy(self.save_strategy).value}'): RAFT saves a "
