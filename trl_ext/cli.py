@@ -236,6 +236,31 @@ register(
 )
 
 
+# compare
+
+
+def _compare_arguments(parser: argparse.ArgumentParser) -> None:
+    from trl_ext.compare import add_arguments
+
+    add_arguments(parser)
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from trl_ext.compare import run
+
+    return run(args)
+
+
+register(
+    Command(
+        "compare",
+        "Run several methods on the same model, prompts, reward and budget over seeds; write a table and plots.",
+        _compare_arguments,
+        _run_compare,
+    )
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trl-ext", description="RL fine-tuning with verifiable rewards on TRL.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="command")

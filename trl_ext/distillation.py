@@ -25,6 +25,7 @@ from trl_ext.embedded import EmbeddedSpec, build_cached, build_model, cache_root
 # How the embedded student differs from its teacher: 0.35M parameters against 0.85M, warm-started on 2,000 rows
 # against 16,000 (other rows: another seed), with the same answer styles and system prompt.
 STUDENT_SHAPE = {"hidden_size": 96, "num_layers": 3, "intermediate_size": 256, "sft_rows": 2000, "seed": 4321}
+STUDENT_WARMUP_STEPS = 10  # of its 63 warm-start steps
 
 
 def embedded_student_path(teacher_dir: str | os.PathLike, log=print, **overrides) -> Path:
@@ -38,10 +39,15 @@ def embedded_student_path(teacher_dir: str | os.PathLike, log=print, **overrides
     teacher_dir = Path(teacher_dir)
     teacher_spec = EmbeddedSpec(**json.loads((teacher_dir / "build.json").read_text())["spec"])
     spec = replace(teacher_spec, **(STUDENT_SHAPE | overrides))
-    key = json.dumps({"teacher": asdict(teacher_spec), "student": asdict(spec)}, sort_keys=True)
+    key = json.dumps(
+        {"teacher": asdict(teacher_spec), "student": asdict(spec), "warmup_steps": STUDENT_WARMUP_STEPS},
+        sort_keys=True,
+    )
     return build_cached(
         cache_root() / f"student-{hashlib.sha256(key.encode()).hexdigest()[:12]}",
-        lambda output_dir: build_model(spec, output_dir, AutoTokenizer.from_pretrained(teacher_dir)),
+        lambda output_dir: build_model(
+            spec, output_dir, AutoTokenizer.from_pretrained(teacher_dir), warmup_steps=STUDENT_WARMUP_STEPS
+        ),
         {"spec": asdict(spec), "teacher": str(teacher_dir)},
         "the embedded student (one time, under a minute on 2 CPU cores)",
         log=log,

@@ -148,7 +148,7 @@ def warm_start_rows(spec: EmbeddedSpec) -> list[dict]:
     return rows
 
 
-def build_model(spec: EmbeddedSpec, output_dir: Path, tokenizer=None) -> None:
+def build_model(spec: EmbeddedSpec, output_dir: Path, tokenizer=None, warmup_steps: int = 20) -> None:
     """A random-init Qwen2 model of `spec`'s shape, warm-started on `spec`'s rows; with `tokenizer` (another built
     model's), that one is used instead of a new one trained on the rows."""
     import torch
@@ -185,7 +185,7 @@ def build_model(spec: EmbeddedSpec, output_dir: Path, tokenizer=None) -> None:
             per_device_train_batch_size=spec.sft_batch_size,
             learning_rate=spec.sft_learning_rate,
             lr_scheduler_type="cosine",
-            warmup_steps=20,
+            warmup_steps=warmup_steps,
             weight_decay=0.0,
             logging_steps=50,
             save_strategy="no",

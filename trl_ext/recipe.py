@@ -152,6 +152,46 @@ class RecipeArguments(ScriptArguments):
         },
     )
     wandb_project: str | None = field(default=None, metadata={"help": "W&B project (default: $WANDB_PROJECT)."})
+    eval_before: bool = field(
+        default=True,
+        metadata={
+            "help": "Score the held-out problems before training (false saves that time when runs share a model)."
+        },
+    )
+    budget_seconds: float | None = field(
+        default=None,
+        metadata={
+            "help": "Stop training after this many seconds of it (progress evaluations excluded), to compare methods "
+            "at equal wall-clock; writes progress.json."
+        },
+    )
+    budget_tokens: int | None = field(
+        default=None,
+        metadata={
+            "help": "Stop training once the policy generated this many completion tokens; writes progress.json."
+        },
+    )
+    progress_eval_seconds: float | None = field(
+        default=None,
+        metadata={
+            "help": "Score held-out problems every this many seconds of training: accuracy against time and generated "
+            "tokens goes to progress.json and W&B."
+        },
+    )
+    progress_eval_problems: int = field(
+        default=100, metadata={"help": "Held-out problems (the first ones) scored at each progress evaluation."}
+    )
+
+    def __post_init__(self):
+        positive = ("budget_seconds", "budget_tokens", "progress_eval_seconds", "progress_eval_problems")
+        for name in positive:
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise RecipeError(f"--{name} must be positive (got {value})")
+
+    @property
+    def tracks_progress(self) -> bool:
+        return any(v is not None for v in (self.budget_seconds, self.budget_tokens, self.progress_eval_seconds))
 
 
 class RecipeError(SystemExit):
@@ -369,13 +409,54 @@ class RecipeRun:
 
     def train(self, trainer) -> None:
         """Evaluate, train (resuming when asked), evaluate again, save and log: the body of every recipe."""
-        self.evaluate(trainer, "before")
+        if self.script_args.eval_before:
+            self.evaluate(trainer, "before")
+        progress = self._progress_callback(trainer) if self.script_args.tracks_progress else None
+        if progress is not None:
+            trainer.add_callback(progress)
+            progress.start()
         trainer.train(resume_from_checkpoint=self.resume_from_checkpoint)
+        if progress is not None:
+            self._log_progress(progress.finish())
         self.evaluate(trainer, "after")
         self.finish(trainer)
 
-    def evaluate(self, trainer, label: str, model=None):
-        """Greedy pass@1 on the held-out problems, printed and logged as `eval/<label>/...`."""
+    def _progress_callback(self, trainer):
+        from trl_ext.progress import Budget, ProgressCallback
+
+        args = self.script_args
+        subset = self.eval_dataset.select(range(min(args.progress_eval_problems, len(self.eval_dataset))))
+        return ProgressCallback(
+            trainer=trainer,
+            score=lambda: self._score(trainer, subset).accuracy,
+            output_dir=self.training_args.output_dir,
+            budget=Budget(seconds=args.budget_seconds, tokens=args.budget_tokens),
+            eval_every_seconds=args.progress_eval_seconds,
+        )
+
+    def _log_progress(self, summary: dict) -> None:
+        points = summary["points"]
+        self.print(
+            f"[{self.method}] trained {summary['train_seconds']:.0f} s, generated {summary['generated_tokens']} "
+            f"tokens; held-out accuracy over time: "
+            + ", ".join(f"{p['seconds']:.0f}s {100 * p['accuracy']:.0f}%" for p in points)
+        )
+        if self.wandb_run is not None:
+            import wandb
+
+            columns = list(points[0])
+            self.wandb_run.log(
+                {"progress": wandb.Table(columns=columns, data=[[p[c] for c in columns] for p in points])}
+            )
+            self.wandb_run.summary.update(
+                {
+                    "progress/train_seconds": summary["train_seconds"],
+                    "progress/generated_tokens": summary["generated_tokens"],
+                    "progress/held_bytes": summary["held_bytes"]["total"],
+                }
+            )
+
+    def _score(self, trainer, dataset, model=None):
         from trl.models import unwrap_model_for_generation
 
         from trl_ext.evaluation import evaluate
@@ -384,15 +465,24 @@ class RecipeRun:
             self.training_args, "max_completion_length", 256
         )
         with unwrap_model_for_generation(model or trainer.model_wrapped, trainer.accelerator) as unwrapped:
-            result = evaluate(
-                unwrapped,
-                self.tokenizer,
-                self.eval_dataset,
-                reward_func=self.reward_funcs[0],
-                max_new_tokens=max_new_tokens,
-                batch_size=self.script_args.eval_batch_size,
-                accelerator=trainer.accelerator,
-            )
+            was_training = unwrapped.training
+            unwrapped.eval()  # no dropout while scoring, also in the middle of training
+            try:
+                return evaluate(
+                    unwrapped,
+                    self.tokenizer,
+                    dataset,
+                    reward_func=self.reward_funcs[0],
+                    max_new_tokens=max_new_tokens,
+                    batch_size=self.script_args.eval_batch_size,
+                    accelerator=trainer.accelerator,
+                )
+            finally:
+                unwrapped.train(was_training)
+
+    def evaluate(self, trainer, label: str, model=None):
+        """Greedy pass@1 on the held-out problems, printed and logged as `eval/<label>/...`."""
+        result = self._score(trainer, self.eval_dataset, model)
         self.results[label] = result
         self.print(
             f"[{self.method}] held-out accuracy {label}: {100 * result.accuracy:.1f}% "

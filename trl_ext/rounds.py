@@ -263,13 +263,17 @@ class SampledRoundsTrainer:
         """Run the rounds left: all of them, or those after the last completed one when resuming.
 
         `resume_from_checkpoint` is True (the run in `args.output_dir`) or one of its `checkpoint-<n>` directories;
-        either way the run continues after its last completed round.
+        either way the run continues after its last completed round. A callback whose `training_exhausted` attribute
+        is true (`trl_ext.progress.ProgressCallback` once its budget is spent) ends the rounds.
         """
         if trial is not None:
             raise ValueError(f"{type(self).__name__} does not support hyperparameter search (trial).")
         started = time.time()
         self._start_or_resume(resume_from_checkpoint)
         for index in range(self.completed_rounds + 1, self.num_rounds + 1):
+            if any(getattr(callback, "training_exhausted", False) for callback in self.callback_handler.callbacks):
+                self._print(f"[{self.print_tag}] budget spent after {self.unit} {self.completed_rounds}")
+                break
             self._run_round(index, ignore_keys_for_eval)
         losses = [m.get(self._key(f"{self.phase}_loss")) for m in self.history]
         losses = [loss for loss in losses if loss is not None]

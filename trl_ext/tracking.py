@@ -52,7 +52,7 @@ def start_wandb_run(
     method: str,
     model: str,
     dataset: str,
-    seed: int,
+    seed: int | None,
     name: str,
     config: dict,
     tags: list[str],
@@ -71,7 +71,7 @@ def start_wandb_run(
         group=f"{method}-{short_name(model)}",
         job_type=method,
         tags=sorted({method, short_name(model), short_name(dataset), *tags}),
-        config={**config, "versions": package_versions(), "seed": seed},
+        config={**config, "versions": package_versions()} | ({} if seed is None else {"seed": seed}),
     )
     if os.environ.get("WANDB_MODE") == "offline":
         run_dir = Path(run.dir).parent
