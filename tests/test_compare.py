@@ -3,6 +3,7 @@ without losing unfinished ones, and the whole command on the embedded default.""
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -166,18 +167,26 @@ def test_a_failed_run_reports_its_log(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_compare_runs_two_methods_and_writes_table_and_plots(embedded_model_dir, tmp_path):
+def test_compare_runs_two_methods_and_writes_table_plots_and_wandb(embedded_model_dir, tmp_path):
+    from trl_ext.wandb_offline import latest_offline_run, read_offline_run
+
     out = tmp_path / "compare"
     command = [sys.executable, "-m", "trl_ext.cli", "compare", "--methods", "grpo", "dpo", "--seeds", "3"]
-    command += ["--budget_seconds", "6", "--eval_every", "3", "--eval_problems", "20", "--report_to", "none"]
-    command += ["--output_dir", str(out), "--", "--eval_num_problems", "40"]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    command += ["--budget_seconds", "6", "--eval_every", "3", "--eval_problems", "20", "--output_dir", str(out)]
+    command += ["--", "--eval_num_problems", "40"]
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path)}
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     for name in ("results.md", "results.json", "accuracy_vs_time.png", "accuracy_vs_tokens.png", "memory.png"):
         assert (out / name).stat().st_size > 0
+    assert (out / "accuracy_vs_time.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = (out / "results.md").read_text()
     assert "| grpo |" in table and "| dpo |" in table and "Regenerate: `trl-ext compare" in table
     runs = json.loads((out / "results.json").read_text())["runs"]
     assert [(r["method"], r["seed"]) for r in runs] == [("grpo", 3), ("dpo", 3)]
     assert all(r["train_seconds"] >= 6 and r["generated_tokens"] > 0 and len(r["points"]) >= 2 for r in runs)
-    assert (out / "accuracy_vs_time.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    logged = read_offline_run(latest_offline_run(tmp_path))  # the comparison's own run, made after the two runs'
+    assert logged.name == "compare-grpo-dpo-1seeds" and {"grpo", "dpo"} <= set(logged.tags)
+    logged_media = {key.split("/")[0] for row in logged.history for key in row}  # tables and images nest their keys
+    assert {"comparison", "accuracy_vs_time", "accuracy_vs_tokens", "memory"} <= logged_media
