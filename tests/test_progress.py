@@ -43,19 +43,19 @@ def test_counter_wraps_generate_and_skips_the_prompt():
     assert counter.tokens == 10
 
 
-def test_held_bytes_count_shared_weights_once_and_a_frozen_copy_twice():
+def test_held_bytes_count_shared_weights_once_and_a_reference_copy_twice():
     policy = torch.nn.Linear(10, 10)  # 110 float32 parameters
-    frozen = torch.nn.Linear(10, 10).requires_grad_(False)
+    reference = torch.nn.Linear(10, 10)  # requires grad, as TRL's reference models may, but no optimizer updates it
     optimizer = torch.optim.AdamW(policy.parameters())
     policy(torch.ones(1, 10)).sum().backward()
     optimizer.step()
     trainer = SimpleNamespace(
-        model=policy, model_wrapped=policy, ref_model=frozen, reward_funcs=[len], optim=optimizer
+        model=policy, model_wrapped=policy, ref_model=reference, reward_funcs=[len], optim=optimizer
     )
     held = held_tensor_bytes(trainer)
     assert held["policy_weights"] == 110 * 4
     assert held["weights"] == 2 * 110 * 4  # the wrapped alias is the same storage; the reference copy is not
-    assert held["gradients"] == 110 * 4  # the frozen copy has none
+    assert held["gradients"] == 110 * 4  # the reference never gets one
     assert held["optimizer"] == 2 * 110 * 4 + 2 * 4  # AdamW: two moments per parameter, plus a step per tensor
     assert held["total"] == held["weights"] + held["gradients"] + held["optimizer"]
 

@@ -77,36 +77,30 @@ class GenerationCounter:
 
 def held_tensor_bytes(trainer) -> dict[str, int]:
     """Bytes of the tensors a trainer holds: the weights of every model it keeps (policy, reference, value head,
-    teacher, reward models; shared storage counted once), the gradients of the trainable ones, the optimizer state,
+    teacher, reward models; shared storage counted once), the gradients of what its optimizers update, their state,
     and the policy's own weights (the unit of "memory multiples")."""
     modules: list[torch.nn.Module] = []
     for value in vars(trainer).values():
         candidates = value if isinstance(value, list | tuple) else [value]
         modules += [item for item in candidates if isinstance(item, torch.nn.Module)]
-    seen: set[int] = set()
-    weights = gradients = 0
-    for module in modules:
-        for tensor in [*module.parameters(), *module.buffers()]:
-            key = tensor.untyped_storage().data_ptr()
-            if key in seen or tensor.device.type == "meta":
-                continue
-            seen.add(key)
-            size = tensor.numel() * tensor.element_size()
-            weights += size
-            gradients += size if tensor.requires_grad else 0
-    optimizer_state = 0
     optimizers = [value for value in vars(trainer).values() if isinstance(value, torch.optim.Optimizer)]
-    for optimizer in optimizers:
-        for state in optimizer.state.values():
-            optimizer_state += sum(t.numel() * t.element_size() for t in state.values() if isinstance(t, torch.Tensor))
-    policy = {t.untyped_storage().data_ptr(): t for t in [*trainer.model.parameters(), *trainer.model.buffers()]}
-    return {
-        "policy_weights": sum(t.numel() * t.element_size() for t in policy.values()),
-        "weights": weights,
-        "gradients": gradients,
-        "optimizer": optimizer_state,
-        "total": weights + gradients + optimizer_state,
+    optimized = [p for optimizer in optimizers for group in optimizer.param_groups for p in group["params"]]
+    optimizer_state = [t for o in optimizers for state in o.state.values() for t in state.values()]
+    held = {
+        "policy_weights": _unique_bytes([*trainer.model.parameters(), *trainer.model.buffers()]),
+        "weights": _unique_bytes([t for m in modules for t in (*m.parameters(), *m.buffers())]),
+        "gradients": _unique_bytes(optimized),  # a reference model's parameters may require grad but never get one
+        "optimizer": _unique_bytes([t for t in optimizer_state if isinstance(t, torch.Tensor)]),
     }
+    return held | {"total": held["weights"] + held["gradients"] + held["optimizer"]}
+
+
+def _unique_bytes(tensors: list[torch.Tensor]) -> int:
+    """Bytes of `tensors`, each storage counted once (tied weights, a wrapped model and its module share them)."""
+    storages = {
+        t.untyped_storage().data_ptr(): t.numel() * t.element_size() for t in tensors if t.device.type != "meta"
+    }
+    return sum(storages.values())
 
 
 @dataclass(eq=False)
