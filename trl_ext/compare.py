@@ -450,6 +450,17 @@ def from_arguments(args: argparse.Namespace) -> Comparison:
     )
 
 
+def _build_embedded_model_once(comparison: Comparison) -> None:
+    """Build the embedded default here when the runs will use it, rather than in several runs at the same time."""
+    args = comparison.recipe_args
+    if comparison.configs or "--model_name_or_path" in args:
+        return
+    from trl_ext.embedded import EmbeddedSpec, embedded_model_path
+
+    difficulty = int(args[args.index("--difficulty") + 1]) if "--difficulty" in args[:-1] else EmbeddedSpec.difficulty
+    embedded_model_path(EmbeddedSpec(difficulty=difficulty))
+
+
 def run(args: argparse.Namespace) -> int:
     comparison = from_arguments(args)
     check(comparison)
@@ -458,6 +469,7 @@ def run(args: argparse.Namespace) -> int:
     if args.report_only:
         records = [read_record(comparison.run_dir(m, s), m, s) for s in comparison.seeds for m in comparison.methods]
     else:
+        _build_embedded_model_once(comparison)
         threads = f", {comparison.threads} thread(s) each" if comparison.threads else ""
         print(
             f"[compare] {len(comparison.methods)} methods x {len(comparison.seeds)} seeds, {comparison.parallel} at a "

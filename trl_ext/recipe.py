@@ -85,13 +85,13 @@ EMBEDDED_TRAINING_DEFAULTS: dict[str, dict] = {
     "distill": {
         "per_device_train_batch_size": 64,
         "learning_rate": 3e-3,
-        "lr_scheduler_type": "constant",
+        "lr_scheduler_type": "cosine",
         "beta": 0.0,
         "max_completion_length": 48,
         "temperature": 1.0,
-        "max_steps": 300,
+        "max_steps": 450,
         "logging_steps": 10,
-        "save_steps": 100,
+        "save_steps": 150,
         "gradient_checkpointing": False,
     },
     "raft": {
