@@ -73,7 +73,7 @@ def test_each_run_is_the_recipe_with_the_budget_and_an_open_ended_loop(tmp_path)
     grpo, raft = spec.recipe_command("grpo", 1), spec.recipe_command("raft", 2)
     assert "accelerate.commands.launch" in grpo and grpo[grpo.index("--seed") + 1] == "1"
     assert grpo[grpo.index("--output_dir") + 1] == str(tmp_path / "runs" / "grpo-s1")
-    assert grpo[grpo.index("--budget_seconds") + 1] == "120.0" and grpo[grpo.index("--budget_tokens") + 1] == "5000"
+    assert grpo[grpo.index("--budget_seconds") + 1] == "90.0" and grpo[grpo.index("--budget_tokens") + 1] == "5000"
     assert grpo[grpo.index("--max_steps") + 1] == "1000000" and raft[raft.index("--num_cycles") + 1] == "100000"
     assert grpo[-2:] == ["--learning_rate", "1e-5"]  # the user's flags come last and win
     assert str(Path("recipes") / "raft_gsm8k.py") in " ".join(raft)

@@ -43,6 +43,9 @@ OPEN_ENDED = {
     "dpo": ["--num_rounds", "100000"],
 }
 MIB = 2**20
+# Progress evaluations per time budget: dense enough to see how fast each method climbs (their time is not counted).
+EVALS_PER_BUDGET = 30
+DEFAULT_EVAL_EVERY = 60.0  # seconds, with a token budget only
 
 
 @dataclass
@@ -75,10 +78,10 @@ class Comparison:
     methods: list[str]
     seeds: list[int]
     output_dir: Path
-    budget_seconds: float | None = 120.0
+    budget_seconds: float | None = 90.0
     budget_tokens: int | None = None
-    eval_every: float = 15.0
-    eval_problems: int = 100
+    eval_every: float = 3.0
+    eval_problems: int = 200
     parallel: int = 1
     threads: int | None = None
     configs: bool = False
@@ -409,11 +412,16 @@ def _log_to_wandb(comparison: Comparison, rows: list[dict], threshold: float, pl
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), help=f"Methods (default: {' '.join(METHODS)}).")
     parser.add_argument("--seeds", nargs="+", type=int, default=[42, 1, 2], help="Seeds (default: 42 1 2).")
-    parser.add_argument("--budget_seconds", type=float, default=120.0, help="Training seconds per run (default 120).")
+    parser.add_argument("--budget_seconds", type=float, default=90.0, help="Training seconds per run (default 90).")
     parser.add_argument("--budget_tokens", type=int, help="Generated completion tokens per run (with or instead).")
     parser.add_argument("--no_time_budget", action="store_true", help="Budget in tokens only (needs --budget_tokens).")
-    parser.add_argument("--eval_every", type=float, default=15.0, help="Seconds of training between progress evals.")
-    parser.add_argument("--eval_problems", type=int, default=100, help="Held-out problems per progress eval.")
+    parser.add_argument(
+        "--eval_every",
+        type=float,
+        help=f"Seconds of training between progress evaluations (default: 1/{EVALS_PER_BUDGET} of the time budget, "
+        f"else {DEFAULT_EVAL_EVERY:g}).",
+    )
+    parser.add_argument("--eval_problems", type=int, default=200, help="Held-out problems per progress evaluation.")
     parser.add_argument(
         "--parallel", type=int, help="Runs at a time (default: 1 on GPU; on CPU, one per core with --threads 1)."
     )
@@ -434,13 +442,14 @@ def from_arguments(args: argparse.Namespace) -> Comparison:
     on_gpu = detect_platform().is_gpu
     threads = args.threads if args.threads is not None else (None if on_gpu else 1)
     parallel = args.parallel or (1 if on_gpu else max(1, (os.cpu_count() or 1) // (threads or 1)))
+    budget_seconds = None if args.no_time_budget else args.budget_seconds
     return Comparison(
         methods=args.methods,
         seeds=args.seeds,
         output_dir=Path(args.output_dir),
-        budget_seconds=None if args.no_time_budget else args.budget_seconds,
+        budget_seconds=budget_seconds,
         budget_tokens=args.budget_tokens,
-        eval_every=args.eval_every,
+        eval_every=args.eval_every or (budget_seconds / EVALS_PER_BUDGET if budget_seconds else DEFAULT_EVAL_EVERY),
         eval_problems=args.eval_problems,
         parallel=parallel,
         threads=threads,
