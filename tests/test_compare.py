@@ -150,6 +150,10 @@ def test_finished_runs_are_reused_and_unfinished_ones_kept_aside(tmp_path, monke
     assert run_one(spec, "grpo", 1, log=messages.append).ok
     assert "reusing" in messages[0] and (spec.run_dir("grpo", 1) / "progress.json").stat().st_mtime_ns == stamp
 
+    changed = comparison(tmp_path, budget_seconds=30.0)
+    with pytest.raises(ValueError, match="grpo seed 1 run made with other settings"):
+        check(changed)  # a finished run is reused only under the settings it was made with
+
     partial = spec.run_dir("raft", 1)
     partial.mkdir(parents=True)
     (partial / "checkpoint-1").mkdir()

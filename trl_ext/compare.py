@@ -91,20 +91,29 @@ class Comparison:
     def run_dir(self, method: str, seed: int) -> Path:
         return self.output_dir / "runs" / f"{method}-s{seed}"
 
-    def recipe_command(self, method: str, seed: int) -> list[str]:
-        from trl_ext.launch import build_launch_command, resolve_recipe
-        from trl_ext.platform import detect_platform
+    def settings_path(self, method: str, seed: int) -> Path:
+        """Where a run's recipe arguments are kept, to reuse it only under the same settings."""
+        return self.output_dir / "runs" / f"{method}-s{seed}.args.json"
 
-        recipe = resolve_recipe(f"{method}_gsm8k")
+    def run_args(self, method: str, seed: int) -> list[str]:
+        """The recipe's arguments for one run: seed, output, budget, progress evaluation, open-ended loop, yours."""
+        from trl_ext.launch import resolve_recipe
+
         args = ["--seed", str(seed), "--output_dir", str(self.run_dir(method, seed)), "--report_to", self.report_to]
         if self.configs:
-            args += ["--config", str(recipe.parent / "configs" / f"{method}_gsm8k.yaml")]
+            args += ["--config", str(resolve_recipe(f"{method}_gsm8k").parent / "configs" / f"{method}_gsm8k.yaml")]
         if self.budget_seconds is not None:
             args += ["--budget_seconds", str(self.budget_seconds)]
         if self.budget_tokens is not None:
             args += ["--budget_tokens", str(self.budget_tokens)]
         args += ["--progress_eval_seconds", str(self.eval_every), "--progress_eval_problems", str(self.eval_problems)]
-        return build_launch_command(recipe, [*args, *OPEN_ENDED[method], *self.recipe_args], detect_platform())
+        return [*args, *OPEN_ENDED[method], *self.recipe_args]
+
+    def recipe_command(self, method: str, seed: int) -> list[str]:
+        from trl_ext.launch import build_launch_command, resolve_recipe
+        from trl_ext.platform import detect_platform
+
+        return build_launch_command(resolve_recipe(f"{method}_gsm8k"), self.run_args(method, seed), detect_platform())
 
 
 def check(comparison: Comparison) -> None:
@@ -124,6 +133,13 @@ def check(comparison: Comparison) -> None:
         raise ValueError("--seed and --output_dir are set per run by the comparison; pass --seeds / --output_dir")
     for method in comparison.methods:
         comparison.recipe_command(method, comparison.seeds[0])  # the recipe script exists
+        for seed in comparison.seeds:
+            path = comparison.settings_path(method, seed)
+            if path.exists() and json.loads(path.read_text()) != comparison.run_args(method, seed):
+                raise ValueError(
+                    f"{comparison.output_dir} holds a {method} seed {seed} run made with other settings "
+                    f"({path}); choose another --output_dir, or repeat that run's settings to reuse it"
+                )
     try:
         import matplotlib  # noqa: F401
     except ImportError as error:
@@ -163,6 +179,7 @@ def run_one(comparison: Comparison, method: str, seed: int, log=print) -> RunRec
         log(f"[compare] {method} seed {seed}: the incomplete run was moved to {kept}")
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     command = comparison.recipe_command(method, seed)
+    comparison.settings_path(method, seed).write_text(json.dumps(comparison.run_args(method, seed)))
     env = dict(os.environ)
     if comparison.threads is not None:
         env["OMP_NUM_THREADS"] = str(comparison.threads)
