@@ -20,6 +20,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -100,6 +101,21 @@ def build_cached(
         os.replace(staging_path, target)
     log(f"Built in {time.time() - started:.0f} s.")
     return target
+
+
+@contextmanager
+def all_cpu_threads():
+    """Let torch use every CPU this process may run on: `accelerate launch` sets one thread per process on a CPU, and
+    the one-time warm-start runs 1.6x faster on two cores than on one (the RL recipes' tiny batches do not)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    torch.set_num_threads(max(previous, available))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def build_tokenizer(texts: list[str], vocab_size: int):
@@ -197,6 +213,7 @@ def build_model(spec: EmbeddedSpec, output_dir: Path, tokenizer=None, warmup_ste
             disable_tqdm=True,
         )
         trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
-        trainer.train()
+        with all_cpu_threads():
+            trainer.train()
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
