@@ -3,11 +3,10 @@ load, the planner's teacher, and the recipe end to end on tiny models."""
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from recipe_runs import launch_recipe
 from trl import DistillationConfig
 
 from trl_ext.distillation import (
@@ -20,7 +19,6 @@ from trl_ext.embedded import EmbeddedSpec, embedded_model_path
 from trl_ext.memory import TrainingSetup, estimate_peak, load_model_shape
 from trl_ext.recipe import RecipeError, parse_recipe_args, prepare_run
 
-REPO = Path(__file__).resolve().parents[1]
 TINY_STUDENT = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "sft_rows": 64}
 
 
@@ -111,17 +109,10 @@ def test_gap_closed_and_planner_counts_the_teacher(tiny_model_dir):
 @pytest.mark.slow
 def test_recipe_end_to_end_on_tiny_models(tiny_model_dir, student_dir, tmp_path):
     output_dir = tmp_path / "run"
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu"]
     args = ["--model_name_or_path", str(student_dir), "--teacher_model_name_or_path", str(tiny_model_dir)]
     args += ["--max_steps", "2", "--per_device_train_batch_size", "8", "--max_completion_length", "16"]
     args += ["--learning_rate", "1e-3", "--eval_num_problems", "16", "--output_dir", str(output_dir)]
-    result = subprocess.run(
-        command + ["recipes/distill_gsm8k.py", *args, "--report_to", "none"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    result = launch_recipe("distill_gsm8k.py", [*args, "--report_to", "none"])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     assert "held-out accuracy teacher:" in result.stdout and "of its accuracy gap to the teacher" in result.stdout
     results = json.loads((output_dir / "eval_results.json").read_text())

@@ -2,25 +2,19 @@
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from recipe_runs import launch_recipe
 
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
 def launch(args: list[str], tmp_path: Path) -> str:
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu"]
-    result = subprocess.run(
-        command + ["recipes/dpo_gsm8k.py", *args, "--report_to", "none", "--eval_num_problems", "16"],
-        cwd=REPO,
+    result = launch_recipe(
+        "dpo_gsm8k.py",
+        [*args, "--report_to", "none", "--eval_num_problems", "16"],
         env={**os.environ, "PYTHONPATH": str(tmp_path)},
-        capture_output=True,
-        text=True,
-        timeout=900,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return result.stdout

@@ -2,15 +2,13 @@
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from recipe_runs import launch_recipe
 
 from trl_ext.wandb_offline import latest_offline_run, read_offline_run
 
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
@@ -18,15 +16,7 @@ def launch(args: list[str], tmp_path: Path, **env) -> str:
     environment = {**os.environ, "WANDB_DIR": str(tmp_path), **env}
     environment.pop("WANDB_API_KEY", None)
     environment.pop("WANDB_MODE", None)  # the recipe must choose offline mode by itself
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu"]
-    result = subprocess.run(
-        command + ["recipes/grpo_gsm8k.py", *args],
-        cwd=REPO,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    result = launch_recipe("grpo_gsm8k.py", args, env=environment)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return result.stdout + result.stderr
 

@@ -1,23 +1,15 @@
 """`accelerate launch recipes/ppo_gsm8k.py` end to end on CPU: the embedded default for a few steps, then resumed."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from recipe_runs import launch_recipe
 
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
 def launch(args: list[str]) -> str:
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu"]
-    result = subprocess.run(
-        command + ["recipes/ppo_gsm8k.py", *args], cwd=REPO, env=dict(os.environ), capture_output=True, text=True,
-        timeout=900,
-    )  # fmt: skip
+    result = launch_recipe("ppo_gsm8k.py", args)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return result.stdout + result.stderr
 

@@ -2,18 +2,16 @@
 single-phase trainers (GRPO) and multi-phase ones (RAFT) end to end."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
+from recipe_runs import launch_recipe
 
 from trl_ext.progress import Budget, GenerationCounter, held_tensor_bytes
 from trl_ext.recipe import RecipeArguments, RecipeError
 
-REPO = Path(__file__).resolve().parents[1]
 EOS = 7
 
 
@@ -75,9 +73,9 @@ def test_non_positive_budget_flags_are_refused(flag):
 
 
 def _launch(recipe: str, output_dir: Path, *flags: str) -> dict:
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", str(REPO / recipe)]
-    command += ["--output_dir", str(output_dir), "--report_to", "none", "--eval_num_problems", "40", *flags]
-    subprocess.run(command, check=True, cwd=output_dir.parent, capture_output=True, text=True)
+    args = ["--output_dir", str(output_dir), "--report_to", "none", "--eval_num_problems", "40", *flags]
+    result = launch_recipe(recipe, args, cwd=output_dir.parent)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return json.loads((output_dir / "progress.json").read_text())
 
 
@@ -85,7 +83,7 @@ def _launch(recipe: str, output_dir: Path, *flags: str) -> dict:
 def test_a_time_budget_stops_grpo_and_progress_is_recorded(embedded_model_dir, tmp_path):
     run = tmp_path / "grpo"
     progress = _launch(
-        "recipes/grpo_gsm8k.py", run, "--max_steps", "100000", "--budget_seconds", "12",
+        "grpo_gsm8k.py", run, "--max_steps", "100000", "--budget_seconds", "12",
         "--progress_eval_seconds", "4", "--progress_eval_problems", "20", "--eval_before", "false",
     )  # fmt: skip
     points = progress["points"]
@@ -105,7 +103,7 @@ def test_a_time_budget_stops_grpo_and_progress_is_recorded(embedded_model_dir, t
 def test_a_token_budget_ends_raft_cycles_early(embedded_model_dir, tmp_path):
     run = tmp_path / "raft"
     progress = _launch(
-        "recipes/raft_gsm8k.py", run, "--num_cycles", "50", "--prompts_per_cycle", "32", "--budget_tokens", "1",
+        "raft_gsm8k.py", run, "--num_cycles", "50", "--prompts_per_cycle", "32", "--budget_tokens", "1",
     )  # fmt: skip
     state = json.loads((run / "raft_state.json").read_text())
     assert progress["budget_exhausted"] and progress["points"][-1]["step"] == 1

@@ -3,30 +3,20 @@
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from recipe_runs import launch_recipe
 
 from trl_ext.wandb_offline import latest_offline_run, read_offline_run
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def launch(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     environment = {**os.environ, "WANDB_DIR": str(tmp_path), "HOME": str(tmp_path)}
     environment.pop("WANDB_API_KEY", None)
     environment.pop("WANDB_MODE", None)  # the recipe must choose offline mode by itself
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu"]
-    return subprocess.run(
-        command + ["recipes/raft_gsm8k.py", *args],
-        cwd=REPO,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    return launch_recipe("raft_gsm8k.py", args, env=environment)
 
 
 @pytest.mark.slow
@@ -64,14 +54,7 @@ def test_code_recipe_scores_programs_in_the_sandbox(tmp_path):
     embedded_model_path()
     output_dir = tmp_path / "run"
     args = ["--num_cycles", "1", "--eval_num_problems", "4", "--output_dir", str(output_dir), "--report_to", "none"]
-    result = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu", "recipes/raft_code.py"]
-        + args,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    result = launch_recipe("raft_code.py", args)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "embedded-code-tasks" in result.stdout and "[raft] cycle 1/1: accepted" in result.stdout
     samples = pq.read_table(output_dir / "checkpoint-1/samples.parquet").to_pydict()

@@ -1,17 +1,13 @@
 """RLOO: TRL's RLOOTrainer with our rewards through the shared recipe, and the planner's view of it."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from recipe_runs import launch_recipe
 from trl import ModelConfig, RLOOConfig
 
 from trl_ext.platform import detect_platform
 from trl_ext.presets import setup_from_configs
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("beta, reference", [(0.05, True), (0.0, False)])
@@ -24,13 +20,10 @@ def test_planner_keeps_a_reference_model_when_the_kl_term_is_on(beta, reference,
 @pytest.mark.slow
 def test_recipe_end_to_end_on_a_tiny_model(tiny_model_dir, tmp_path):
     output_dir = tmp_path / "run"
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu"]
     args = ["--model_name_or_path", str(tiny_model_dir), "--max_steps", "2", "--per_device_train_batch_size", "8"]
     args += ["--num_generations", "4", "--max_completion_length", "16", "--eval_num_problems", "16"]
     args += ["--save_steps", "2", "--logging_steps", "1", "--output_dir", str(output_dir), "--report_to", "none"]
-    result = subprocess.run(
-        command + ["recipes/rloo_gsm8k.py", *args], cwd=REPO, capture_output=True, text=True, timeout=900
-    )
+    result = launch_recipe("rloo_gsm8k.py", args)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     assert "[rloo] held-out accuracy before:" in result.stdout and "[rloo] accuracy" in result.stdout
     results = json.loads((output_dir / "eval_results.json").read_text())
