@@ -107,13 +107,13 @@ def _unique_bytes(tensors: list[torch.Tensor]) -> int:
 class ProgressCallback(TrainerCallback):
     """Scores the held-out set every `eval_every_seconds` of training and stops training when `budget` is spent.
 
-    `score()` returns held-out accuracy for the model as it is; `trainer` is the trainer this callback is added to.
-    Call `start()` right before `trainer.train()` and `finish()` right after it.
+    `score()` returns held-out accuracy for the model as it is; `trainer` is the trainer this callback is added to
+    (`progress.json` goes to its output directory). Call `start()` right before `trainer.train()` and `finish()` right
+    after it.
     """
 
     trainer: object
     score: Callable[[], float]
-    output_dir: str
     budget: Budget = field(default_factory=Budget)
     eval_every_seconds: float | None = None
     points: list[ProgressPoint] = field(default_factory=list)
@@ -161,7 +161,7 @@ class ProgressCallback(TrainerCallback):
             "device": "cuda" if torch.cuda.is_available() and torch.cuda.is_initialized() else "cpu",
         }
         if self.trainer.accelerator.is_main_process:
-            path = Path(self.output_dir) / PROGRESS_FILE
+            path = Path(self.trainer.args.output_dir) / PROGRESS_FILE
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(summary, indent=2))
         return summary

@@ -391,7 +391,6 @@ class RecipeRun:
         return ProgressCallback(
             trainer=trainer,
             score=lambda: self._score(trainer, subset).accuracy,
-            output_dir=self.training_args.output_dir,
             budget=Budget(seconds=args.budget_seconds, tokens=args.budget_tokens),
             eval_every_seconds=args.progress_eval_seconds,
         )
