@@ -12,7 +12,7 @@ closed. Every DistillationConfig and ModelConfig flag works (--teacher_model_nam
 
 from trl import DistillationConfig, DistillationTrainer
 
-from trl_ext.distillation import gap_closed, resolve_teacher
+from trl_ext.distillation import resolve_teacher
 from trl_ext.recipe import parse_recipe_args, prepare_run
 
 
@@ -21,16 +21,8 @@ def main() -> None:
     run = prepare_run("distill", script_args, training_args, model_args, explicit)
     teacher = resolve_teacher(run)  # the embedded default switches the run to its smaller student here
     trainer = DistillationTrainer(teacher_model=teacher, **run.trainer_kwargs())
-
-    teacher_result = run.evaluate(trainer, "teacher", model=trainer.teacher_model)
-    before = run.evaluate(trainer, "before")
-    trainer.train(resume_from_checkpoint=run.resume_from_checkpoint)
-    after = run.evaluate(trainer, "after")
-    closed = gap_closed(teacher_result.accuracy, before.accuracy, after.accuracy)
-    run.print(f"[distill] the student closed {100 * closed:.0f}% of its accuracy gap to the teacher")
-    if run.wandb_run is not None:
-        run.wandb_run.summary["eval/gap_closed"] = closed
-    run.finish(trainer)
+    run.evaluate(trainer, "teacher", model=trainer.teacher_model)
+    run.train(trainer)  # the student before, training, after (with the share of the gap closed), save, W&B summary
 
 
 if __name__ == "__main__":

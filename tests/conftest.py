@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-GSM8K_TEST = SHARED_DATA / "gsm8k" / "test.jsonl"
+TEST_DATA = Path(__file__).resolve().parent / "data"  # fixtures the repository carries (tests/data/README.md)
+GSM8K_SAMPLE = TEST_DATA / "gsm8k" / "test_head200.jsonl"
+HUMANEVAL = TEST_DATA / "humaneval" / "HumanEval.jsonl.gz"
 
 # Tests never reach the hub or W&B servers: fail fast instead of retrying a network that isn't there.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -18,9 +18,15 @@ os.environ.setdefault("TRL_EXT_CACHE", str(Path.home() / ".cache" / "trl_ext"))
 
 
 @pytest.fixture(scope="session")
-def gsm8k_test_path() -> Path:
-    """The real GSM8K test split shipped beside the repository (1319 rows, MIT)."""
-    return GSM8K_TEST
+def gsm8k_sample_path() -> Path:
+    """The first 200 rows of the real GSM8K test split (MIT), carried in tests/data."""
+    return GSM8K_SAMPLE
+
+
+@pytest.fixture(scope="session")
+def humaneval_path() -> Path:
+    """All 164 HumanEval problems (MIT), carried in tests/data."""
+    return HUMANEVAL
 
 
 @pytest.fixture(scope="session")

@@ -41,11 +41,12 @@ def test_generated_splits_do_not_overlap():
     assert not set(splits["train"]["question"]) & set(splits["test"]["question"])
 
 
-def test_loads_real_gsm8k_jsonl_and_carves_a_holdout(gsm8k_test_path):
-    splits = load_gsm8k(str(gsm8k_test_path))
-    train, test = split_train_test(splits, test_size=100)
+def test_loads_real_gsm8k_jsonl_and_carves_a_holdout(gsm8k_sample_path):
+    splits = load_gsm8k(str(gsm8k_sample_path))
+    train, test = split_train_test(splits, test_size=50)
     assert {"question", "answer"} <= set(train.column_names)
-    assert len(test) == 100 and len(train) == 1319 - 100
+    assert len(test) == 50 and len(train) == 200 - 50
+    assert not set(train["question"]) & set(test["question"])
     assert "####" in test[0]["answer"]
 
 
@@ -81,8 +82,8 @@ def test_prompts_are_conversational_and_keep_the_gold():
     assert add_prompts(generate_gsm8k_like(1), system_prompt="")[0]["prompt"][0]["role"] == "user"
 
 
-def test_code_tasks_from_humaneval_mbpp_and_the_embedded_set(gsm8k_test_path, tmp_path):
-    humaneval = load_code_tasks(str(gsm8k_test_path.parents[1] / "humaneval" / "HumanEval.jsonl.gz"))["train"]
+def test_code_tasks_from_humaneval_mbpp_and_the_embedded_set(humaneval_path, tmp_path):
+    humaneval = load_code_tasks(str(humaneval_path))["train"]
     assert len(humaneval) == 164
     row = humaneval[0]
     assert row["question"].startswith("Complete this Python function.") and row["prompt"] in row["question"]

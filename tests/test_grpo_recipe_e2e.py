@@ -59,13 +59,13 @@ def test_embedded_default_logs_to_wandb_offline_and_resumes(embedded_model_dir, 
     assert (output_dir / "model.safetensors").exists()
 
 
-def test_local_model_on_real_gsm8k_rows(embedded_model_dir, gsm8k_test_path, tmp_path):
+def test_local_model_on_real_gsm8k_rows(embedded_model_dir, gsm8k_sample_path, tmp_path):
     log = launch(
         [
             "--model_name_or_path",
             str(embedded_model_dir),
             "--dataset_name",
-            str(gsm8k_test_path),
+            str(gsm8k_sample_path),
             "--max_steps",
             "2",
             "--per_device_train_batch_size",

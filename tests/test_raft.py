@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from trl_ext import RAFTConfig, RAFTTrainer
 from trl_ext.data import add_prompts, generate_gsm8k_like
-from trl_ext.evaluation import generate_completions, generate_samples
+from trl_ext.generation import generate_completions, generate_samples
 from trl_ext.sampling import SampleSet, score
 
 NAN = float("nan")
@@ -294,6 +294,7 @@ def test_lora_cycles_save_and_resume_the_adapter(model_dir, tmp_path):
 @pytest.mark.slow
 def test_per_cycle_metrics_reach_wandb_with_steps_counted_across_cycles(model_dir, tmp_path, monkeypatch):
     import wandb
+
     from trl_ext.wandb_offline import latest_offline_run, read_offline_run
 
     monkeypatch.setenv("WANDB_MODE", "offline")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from trl import GRPOConfig
 
-from trl_ext.recipe import RecipeError, explicit_keys, parse_recipe_args, prepare_run, resolve_resume
+from trl_ext.recipe import RecipeError, parse_recipe_args, prepare_run, resolve_resume
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -74,11 +74,29 @@ def test_existing_checkpoints_are_never_overwritten(tmp_path):
 def test_yaml_and_flags_count_as_explicit(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text("learning_rate: 1.0e-5\nenv:\n  FOO: bar\n")
-    assert explicit_keys(["--config", str(config), "--max-steps=3", "--seed", "1"]) == {
-        "learning_rate",
-        "max_steps",
-        "seed",
-    }
+    argv = ["--config", str(config), "--max-steps=3", "--seed", "1", "--no_eval_before", "--use_peft"]
+    script_args, training_args, model_args, explicit = parse_recipe_args(GRPOConfig, argv=argv)
+    assert explicit == {"learning_rate", "max_steps", "seed", "eval_before", "use_peft"}
+    assert (training_args.learning_rate, training_args.max_steps, training_args.seed) == (1e-5, 3, 1)
+    assert script_args.eval_before is False and model_args.use_peft is True
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [([], True), (["--eval_before"], True), (["--eval_before", "false"], False), (["--eval_before=False"], False)]
+    + [(["--eval_before", "true"], True), (["--no_eval_before"], False), (["--no-eval-before"], False)],
+)
+def test_boolean_flags_take_every_form_trl_takes(flags, expected):
+    script_args, _, _, explicit = parse_recipe_args(GRPOConfig, argv=flags)
+    assert script_args.eval_before is expected
+    assert ("eval_before" in explicit) == bool(flags)
+
+
+def test_flags_that_are_not_arguments_are_refused():
+    with pytest.raises(RecipeError, match="unknown argument '--no_such_flag'"):
+        parse_recipe_args(GRPOConfig, argv=["--no_such_flag"])
+    with pytest.raises(RecipeError, match="unexpected value 'stray'"):
+        parse_recipe_args(GRPOConfig, argv=["stray"])
 
 
 def test_the_script_prints_one_line_and_exits_nonzero(tmp_path):

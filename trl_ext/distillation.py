@@ -14,44 +14,7 @@ arithmetic on its own reasoned answers.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-from dataclasses import asdict, replace
-from pathlib import Path
-
-from trl_ext.embedded import EmbeddedSpec, build_cached, build_model, cache_root
-
-# How the embedded student differs from its teacher: 0.35M parameters against 0.85M, warm-started on 2,000 rows
-# against 16,000 (other rows: another seed), with the same answer styles and system prompt.
-STUDENT_SHAPE = {"hidden_size": 96, "num_layers": 3, "intermediate_size": 256, "sft_rows": 2000, "seed": 4321}
-STUDENT_WARMUP_STEPS = 10  # of its 63 warm-start steps
-
-
-def embedded_student_path(teacher_dir: str | os.PathLike, log=print, **overrides) -> Path:
-    """The directory of a student for the embedded teacher in `teacher_dir`, building it first if missing.
-
-    The student is the teacher's `EmbeddedSpec` with `STUDENT_SHAPE` and `overrides` applied, built with the
-    teacher's own tokenizer; the teacher's spec and the student's name the cache directory.
-    """
-    from transformers import AutoTokenizer
-
-    teacher_dir = Path(teacher_dir)
-    teacher_spec = EmbeddedSpec(**json.loads((teacher_dir / "build.json").read_text())["spec"])
-    spec = replace(teacher_spec, **(STUDENT_SHAPE | overrides))
-    key = json.dumps(
-        {"teacher": asdict(teacher_spec), "student": asdict(spec), "warmup_steps": STUDENT_WARMUP_STEPS},
-        sort_keys=True,
-    )
-    return build_cached(
-        cache_root() / f"student-{hashlib.sha256(key.encode()).hexdigest()[:12]}",
-        lambda output_dir: build_model(
-            spec, output_dir, AutoTokenizer.from_pretrained(teacher_dir), warmup_steps=STUDENT_WARMUP_STEPS
-        ),
-        {"spec": asdict(spec), "teacher": str(teacher_dir)},
-        "the embedded student (one time, under a minute on 2 CPU cores)",
-        log=log,
-    )
+from trl_ext.embedded import embedded_student_path
 
 
 def check_shared_vocabulary(student: str, teacher: str) -> None:
@@ -87,15 +50,12 @@ def resolve_teacher(run) -> str:
     names another) and the student is the smaller embedded one built with its tokenizer. With a model, the teacher
     must be given. Fails with a `RecipeError` before any weights load.
     """
-    from accelerate import PartialState
-
     from trl_ext.recipe import RecipeError, check_model_source
 
     args = run.training_args
     if run.is_embedded:
         teacher = args.teacher_model_name_or_path or run.model_name_or_path
-        with PartialState().main_process_first():  # one rank builds, the others then find it cached
-            run.model_name_or_path = str(embedded_student_path(run.model_name_or_path, log=run.print))
+        run.model_name_or_path = str(embedded_student_path(run.model_name_or_path, log=run.print))
     elif args.teacher_model_name_or_path is None:
         raise RecipeError(
             "distillation needs a teacher: set --teacher_model_name_or_path (a stronger model with the student's "
@@ -112,9 +72,3 @@ def resolve_teacher(run) -> str:
     args.teacher_model_name_or_path = teacher
     run.print(f"[{run.method}] teacher: {teacher}; student: {run.model_name_or_path}")
     return teacher
-
-
-def gap_closed(teacher_accuracy: float, before: float, after: float) -> float:
-    """Share of the teacher-student accuracy gap the student closed (NaN when the student was not behind)."""
-    gap = teacher_accuracy - before
-    return (after - before) / gap if gap > 0 else float("nan")

@@ -26,6 +26,7 @@ pairs when they are on disk, so a SIGKILL loses at most the phase in flight.
 from __future__ import annotations
 
 import math
+import shutil
 import time
 
 import numpy as np
@@ -40,6 +41,7 @@ from trl_ext.sampling import SampleSet
 
 STATE_FILE = "dpo_rounds_state.json"
 PAIR_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
+DATASET_CACHE = "dataset_cache"  # a round's pairs as Arrow files, with TRL's reference log-probs; removed after DPO
 
 
 def round_metrics(samples: SampleSet, eligible: np.ndarray, pairs: Dataset, weights=None) -> dict[str, float]:
@@ -97,7 +99,6 @@ class DPORoundsTrainer(SampledRoundsTrainer, DPOTrainer):
         pairs_path = round_dir / "pairs.parquet"
         eligible = self._eligibility(samples).mask
         if pairs_path.exists():
-            pairs = Dataset.from_parquet(str(pairs_path))
             reused.append("pairs")
         else:
             indices = build_pairs(
@@ -112,10 +113,16 @@ class DPORoundsTrainer(SampledRoundsTrainer, DPOTrainer):
             )
             pairs = preference_dataset(samples, prompts, indices, self.reward_weights)
             self._on_main(lambda: save_dataset(pairs, pairs_path))
+        # Every process reads the pairs from the same files: TRL caches the reference log-probs beside a dataset's own
+        # files, and those of a dataset built in memory would lie in one process's temporary directory.
+        cache_dir = round_dir / DATASET_CACHE
+        with self.accelerator.main_process_first():
+            pairs = Dataset.from_parquet(str(pairs_path), cache_dir=str(cache_dir))
 
         started = time.time()
         dpo = self._optimize(pairs, round_index, ignore_keys_for_eval)
         times["dpo"] = time.time() - started
+        self._on_main(lambda: shutil.rmtree(cache_dir, ignore_errors=True))
         return round_metrics(samples, eligible, pairs, self.reward_weights) | dpo
 
     def _optimize(self, pairs: Dataset, round_index: int, ignore_keys_for_eval=None) -> dict[str, float]:

@@ -187,3 +187,31 @@ def detect_platform(sysfs_root: Path = Path("/sys"), meminfo: Path = Path("/proc
         runtime_version=hip or torch.version.cuda,
         **packages,
     )
+
+
+def hub_kernels_unavailable(timeout: float = 3.0) -> bool:
+    """Whether transformers' hub kernels could not be fetched: the Hub is offline (`HF_HUB_OFFLINE`) or does not
+    answer within `timeout` seconds. Without the `kernels` package nothing would be fetched, so no network call."""
+    from huggingface_hub import constants, get_session
+
+    if constants.is_offline_mode() or os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}:
+        return True
+    if not package_available("kernels"):
+        return False
+    try:
+        get_session().head(constants.ENDPOINT, timeout=timeout)
+    except Exception:  # any failure to connect means the kernels cannot be fetched either
+        return True
+    return False
+
+
+def hub_kernel_kwargs(unavailable: bool | None = None) -> dict:
+    """`from_pretrained` keyword arguments that keep hub kernels only where they can be fetched.
+
+    transformers 5 kernelizes a model on load by default on GPUs, downloading kernels (`kernels-community/...`) from
+    the Hub; offline that fails at model load, the embedded default included. This asks the model's loading, not the
+    process (`USE_HUB_KERNELS`), to go without them. `unavailable=None` checks (`hub_kernels_unavailable`).
+    """
+    if unavailable is None:
+        unavailable = hub_kernels_unavailable()
+    return {"use_kernels": False} if unavailable else {}

@@ -244,9 +244,14 @@ class PPOTrainer(GRPOTrainer):
         mean, var = masked_mean_var(advantages, valid, self._sum_across_processes)
         metrics["critic/advantages/mean"].append(mean.item())
         metrics["critic/advantages/std"].append(var.sqrt().item())
-        on_valid = advantages.masked_fill(valid == 0, torch.nan)
-        metrics["critic/advantages/min"].append(self.accelerator.gather(on_valid.nan_to_num(torch.inf)).min().item())
-        metrics["critic/advantages/max"].append(self.accelerator.gather(on_valid.nan_to_num(-torch.inf)).max().item())
+        # Each process pads completions to its own longest: reduce to one value per process before gathering
+        invalid = valid == 0
+        local = torch.stack(
+            [advantages.masked_fill(invalid, torch.inf).min(), -advantages.masked_fill(invalid, -torch.inf).max()]
+        )
+        lowest, negated_highest = self.accelerator.gather(local[None]).min(dim=0).values.tolist()
+        metrics["critic/advantages/min"].append(lowest)
+        metrics["critic/advantages/max"].append(-negated_highest)
         metrics["critic/explained_variance"].append(
             explained_variance(values, returns, valid, self._sum_across_processes)
         )

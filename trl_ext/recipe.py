@@ -7,13 +7,14 @@ script, and every check that must fail before a model loads, lives here.
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import importlib
 import json
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
@@ -22,8 +23,13 @@ from trl import ModelConfig, ScriptArguments, TrlParser
 
 from trl_ext.data import DEFAULT_SYSTEM_PROMPT, add_prompts, load_code_tasks, load_gsm8k, split_train_test
 from trl_ext.embedded import EMBEDDED_SYSTEM_PROMPT
+from trl_ext.rounds import write_atomic
+from trl_ext.trl_compat import count_generations
 
 EMBEDDED_MODEL_NAME = "embedded-tiny"
+# Recipes' default for `--ddp_timeout` (TRL's is 30 minutes): how long a process waits in a collective operation
+# before the run fails. Long enough for one process to save a large checkpoint while the others wait.
+COLLECTIVE_TIMEOUT_SECONDS = 600
 CODE_SYSTEM_PROMPT = "Write a correct, self-contained Python solution in one ```python code block."
 # Settings that make the embedded tiny model learn visibly on a CPU within minutes (bench/ and tests measure it).
 # They apply only when no model is given, and only to fields the user did not set.
@@ -216,17 +222,17 @@ CODE_TASK = Task(
 )
 
 
+def print_on_main(message: str) -> None:
+    """Print once per run, not once per process."""
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        print(message, flush=True)
+
+
 def _suggest(name: str, known: set[str]) -> str:
     close = difflib.get_close_matches(name, sorted(known), n=1)
     return f"; did you mean '{close[0]}'?" if close else ""
-
-
-def explicit_keys(argv: list[str]) -> set[str]:
-    """Field names set on the command line or in the `--config` YAML: presets and defaults leave these alone."""
-    keys = {token[2:].split("=", 1)[0].replace("-", "_") for token in argv if token.startswith("--")}
-    if "--config" in argv:
-        keys |= set(_read_yaml(argv[argv.index("--config") + 1])) - {"env"}
-    return keys - {"config"}
 
 
 def _read_yaml(path: str) -> dict:
@@ -239,28 +245,52 @@ def _read_yaml(path: str) -> dict:
     return config
 
 
+def _flags_given(parser: TrlParser, flags: list[str]) -> set[str]:
+    """Fields the command line sets, as the parser reads them: `--flag`, `--flag value`, `--flag=value`, `--no_flag`.
+
+    Every field starts out holding a marker; argparse fills in defaults only for fields it finds unset, so the fields
+    that no longer hold the marker are exactly those the flags set. Unknown flags fail with a suggestion.
+    """
+    unset = object()
+    fields = vars(parser.parse_known_args([])[0])
+    namespace, unknown = parser.parse_known_args(flags, namespace=argparse.Namespace(**dict.fromkeys(fields, unset)))
+    for token in unknown:
+        name = token.split("=", 1)[0]
+        if name.startswith("-"):
+            raise RecipeError(f"unknown argument '{name}'{_suggest(name.lstrip('-'), set(fields))}")
+        raise RecipeError(f"unexpected value '{token}' (every argument is a --flag; a value follows its flag)")
+    return {name for name, value in vars(namespace).items() if value is not unset}
+
+
 def parse_recipe_args(config_class, script_class=RecipeArguments, argv: list[str] | None = None):
     """Parse `(script args, TRL config, ModelConfig)` from flags and `--config file.yaml`, as TRL's scripts do.
 
     Unknown flags or YAML keys fail here with a suggestion. Returns the three dataclasses and the set of explicitly
-    given field names.
+    given field names (YAML keys, and the fields the flags set).
     """
     import torch
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = TrlParser((script_class, config_class, ModelConfig))
-    known = {action.dest for action in parser._actions} - {"help"}
-    explicit = explicit_keys(argv)
-    if "--config" in argv:
-        for key in _read_yaml(argv[argv.index("--config") + 1]):
+    parser.allow_abbrev = False  # a misspelt flag must fail, not silently match a longer one
+    flags, yaml_keys = list(argv), set()
+    if "--config" in flags:
+        position = flags.index("--config")
+        if position + 1 >= len(flags):
+            raise RecipeError("--config needs a YAML file's path")
+        config_path = flags[position + 1]
+        del flags[position : position + 2]
+        known = set(vars(parser.parse_known_args([])[0]))
+        for key in _read_yaml(config_path):
             if key != "env" and key not in known:
-                raise RecipeError(f"unknown key '{key}' in {argv[argv.index('--config') + 1]}{_suggest(key, known)}")
-    for key in sorted(explicit):
-        if key not in known:
-            raise RecipeError(f"unknown argument '--{key}'{_suggest(key, known)}")
+                raise RecipeError(f"unknown key '{key}' in {config_path}{_suggest(key, known)}")
+            yaml_keys.add(key)
+    explicit = (yaml_keys - {"env"}) | _flags_given(parser, flags)
     # TRL configs default to bf16=True, which fails outright on a CPU or a GPU without bf16: default to what works.
     if "bf16" not in explicit:
         parser.set_defaults(bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if "ddp_timeout" not in explicit:  # a process that fails or falls out of step ends the run in minutes
+        parser.set_defaults(ddp_timeout=COLLECTIVE_TIMEOUT_SECONDS)
     try:
         script_args, training_args, model_args = parser.parse_args_and_config(argv)
     except ValueError as error:
@@ -351,10 +381,7 @@ class RecipeRun:
     started: float = field(default_factory=time.time)
 
     def print(self, message: str) -> None:
-        from accelerate import PartialState
-
-        if PartialState().is_main_process:
-            print(message, flush=True)
+        print_on_main(message)
 
     def trainer_kwargs(self) -> dict:
         """Arguments every TRL trainer takes: the model path, config, training data, tokenizer, PEFT and 4/8-bit."""
@@ -371,17 +398,18 @@ class RecipeRun:
 
     def train(self, trainer) -> None:
         """Evaluate, train (resuming when asked), evaluate again, save and log: the body of every recipe."""
+        generated = count_generations(trainer)
         if self.script_args.eval_before:
             self.evaluate(trainer, "before")
         progress = self._progress_callback(trainer) if self.script_args.tracks_progress else None
         if progress is not None:
             trainer.add_callback(progress)
             progress.start()
-        trainer.train(resume_from_checkpoint=self.resume_from_checkpoint)
+        output = trainer.train(resume_from_checkpoint=self.resume_from_checkpoint)
         if progress is not None:
             self._log_progress(progress.finish())
         self.evaluate(trainer, "after")
-        self.finish(trainer)
+        self.finish(trainer, {"optimizer_steps": output.global_step} | asdict(generated))
 
     def _progress_callback(self, trainer):
         from trl_ext.progress import Budget, ProgressCallback
@@ -437,6 +465,7 @@ class RecipeRun:
                     max_new_tokens=max_new_tokens,
                     batch_size=self.script_args.eval_batch_size,
                     accelerator=trainer.accelerator,
+                    reward_kwargs={"trainer_state": trainer.state},
                 )
             finally:
                 unwrapped.train(was_training)
@@ -455,8 +484,14 @@ class RecipeRun:
             self.wandb_run.summary.update(metrics)
         return result
 
-    def finish(self, trainer) -> None:
-        """Save the final model, log the before/after summary and the memory peak, close the trackers."""
+    def finish(self, trainer, process_record: dict | None = None) -> None:
+        """Save the final model, log the before/after summary and the memory peak, close the trackers.
+
+        `process_record` holds this process's own figures (optimizer steps, generated completions and tokens); the
+        run's record (`eval_results.json`) lists them for every process, with each evaluation's share of problems.
+        """
+        from accelerate.utils import gather_object
+
         from trl_ext.memory import measured_peak_bytes
 
         trainer.save_model(self.training_args.output_dir)
@@ -472,12 +507,20 @@ class RecipeRun:
                 f"{100 * self.results['after'].accuracy:.1f}% ({100 * gain:+.1f} points); "
                 f"model saved to {self.training_args.output_dir}"
             )
+        if {"teacher", "before", "after"} <= set(self.results):
+            closed = gap_closed(*(self.results[label].accuracy for label in ("teacher", "before", "after")))
+            summary["eval/gap_closed"] = closed
+            self.print(f"[{self.method}] the student closed {100 * closed:.0f}% of its accuracy gap to the teacher")
         for label, result in self.results.items():
             summary |= result.as_metrics(f"eval/{label}")
+        records = gather_object([process_record or {}])
+        processes = {key: [record.get(key) for record in records] for key in records[0]}
+        processes["eval_problems"] = {label: list(r.problems_per_process) for label, r in self.results.items()}
         if trainer.accelerator.is_main_process:  # the run's record, beside the model, for scripts and comparisons
-            results_path = Path(self.training_args.output_dir) / "eval_results.json"
-            results_path.write_text(
-                json.dumps({"method": self.method, "run_name": self.training_args.run_name, **summary}, indent=2)
+            record = {"method": self.method, "run_name": self.training_args.run_name, **summary}
+            write_atomic(
+                Path(self.training_args.output_dir) / "eval_results.json",
+                json.dumps(record | {"processes": processes}, indent=2),
             )
         if self.wandb_run is not None:
             self.wandb_run.summary.update(summary)
@@ -487,6 +530,12 @@ class RecipeRun:
             self.wandb_run.finish()
 
 
+def gap_closed(teacher_accuracy: float, before: float, after: float) -> float:
+    """Share of the teacher-student accuracy gap the student closed (NaN when the student was not behind)."""
+    gap = teacher_accuracy - before
+    return (after - before) / gap if gap > 0 else float("nan")
+
+
 def prepare_run(
     method: str, script_args, training_args, model_args, explicit: set[str], task: Task = GSM8K_TASK
 ) -> RecipeRun:
@@ -494,9 +543,9 @@ def prepare_run(
 
     Nothing here loads model weights: a bad path, column or key fails in seconds.
     """
-    from accelerate import PartialState
     from transformers import AutoTokenizer
 
+    from trl_ext.platform import hub_kernel_kwargs
     from trl_ext.presets import resolve_preset, update_config
     from trl_ext.tracking import run_name
 
@@ -524,8 +573,7 @@ def prepare_run(
     if is_embedded:
         from trl_ext.embedded import EmbeddedSpec, embedded_model_path
 
-        with PartialState().main_process_first():  # one rank builds, the others then find it cached
-            model_args.model_name_or_path = str(embedded_model_path(EmbeddedSpec(difficulty=script_args.difficulty)))
+        model_args.model_name_or_path = str(embedded_model_path(EmbeddedSpec(difficulty=script_args.difficulty)))
         default_prompt = task.embedded_system_prompt or task.system_prompt
     else:
         check_model_source(model_args.model_name_or_path)
@@ -534,12 +582,21 @@ def prepare_run(
 
     preset = resolve_preset(script_args.preset, model_args.model_name_or_path, method)
     preset.apply(training_args, model_args, explicit)
+    without_kernels = hub_kernel_kwargs()
+    if without_kernels and not (training_args.model_init_kwargs or {}).get("use_kernels"):
+        print_on_main(
+            f"[{method}] The Hugging Face Hub is offline or unreachable: models load without hub kernels "
+            "(use_kernels=False; --model_init_kwargs '{\"use_kernels\": true}' to insist)."
+        )
     training_args.model_init_kwargs = {
         "revision": model_args.model_revision,
         "attn_implementation": model_args.attn_implementation,
         "dtype": model_args.dtype,
+        **without_kernels,
         **(training_args.model_init_kwargs or {}),
     }
+    if hasattr(training_args, "teacher_model_init_kwargs"):  # distillation loads a teacher too
+        training_args.teacher_model_init_kwargs = without_kernels | (training_args.teacher_model_init_kwargs or {})
 
     model_label = EMBEDDED_MODEL_NAME if is_embedded else model_args.model_name_or_path
     dataset_label = script_args.dataset_name or task.embedded_dataset

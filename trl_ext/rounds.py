@@ -39,6 +39,7 @@ from transformers import set_seed
 from transformers.trainer_utils import TrainOutput
 from trl.models import unwrap_model_for_generation
 
+from trl_ext.generation import GenerationCount
 from trl_ext.sampling import SampleSet, sample, score
 from trl_ext.selection import TIE_BREAKS, Eligibility, eligibility
 
@@ -215,6 +216,7 @@ class SampledRoundsTrainer:
         self.history: list[dict] = []  # metrics of each completed round
         self._phase_steps = 0  # optimizer steps of the completed rounds
         self._in_phase = False
+        self.generation_count = GenerationCount()  # what this process sampled, for budgets and the run's record
 
     def _check_inputs(self, reward_funcs: list, args, train_dataset) -> None:
         """Fail on bad inputs before any model loads."""
@@ -431,6 +433,7 @@ class SampledRoundsTrainer:
                 prompt_rows=rows[start:stop],
                 progress=f"{label} generate" if self._show_progress else None,
             )
+        self.generation_count.add(local.completion_ids)
         return SampleSet.concat(gather_object([local]))
 
     def _score(self, generations: SampleSet, prompts: Dataset, label: str) -> tuple[SampleSet, dict[str, float]]:

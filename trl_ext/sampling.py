@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from datasets import Dataset
 
-from trl_ext.evaluation import generate_samples
+from trl_ext.generation import generate_samples
 
 # Keyword arguments a TRL trainer passes to reward functions besides the dataset columns; never dataset columns here.
 RESERVED_COLUMNS = {"prompt", "completion", "completion_ids", "prompts", "completions"}
@@ -245,9 +245,11 @@ def score(
     if len(prompts) != samples.num_prompts:
         raise ValueError(f"score() got {len(prompts)} prompt rows for {samples.num_prompts} sampled prompts.")
     k = samples.num_samples
+    names = reward_func_names(reward_funcs)
+    if samples.num_prompts == 0:  # a process whose share of a small set is empty
+        return replace(samples, reward_names=names, rewards_per_func=np.zeros((0, k, len(reward_funcs)))), {}
     conversational = is_conversational({"prompt": prompts[0]["prompt"]})
     columns = [name for name in prompts.column_names if name not in RESERVED_COLUMNS]
-    names = reward_func_names(reward_funcs)
     rewards = np.full((samples.num_prompts * k, len(reward_funcs)), np.nan)
     extras: dict[str, list] = defaultdict(list)
     metrics: dict[str, list[float]] = defaultdict(list)
