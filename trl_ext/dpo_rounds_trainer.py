@@ -98,7 +98,7 @@ class DPORoundsTrainer(SampledRoundsTrainer, DPOTrainer):
         args = self.args
         pairs_path = round_dir / "pairs.parquet"
         eligible = self._eligibility(samples).mask
-        if pairs_path.exists():
+        if self._saved(pairs_path):
             reused.append("pairs")
         else:
             indices = build_pairs(

@@ -97,7 +97,7 @@ class RAFTTrainer(SampledRoundsTrainer, SFTTrainer):
         selected_path = cycle_dir / "selected.parquet"
         started = time.time()
         eligible = self._eligibility(samples)
-        if selected_path.exists():
+        if self._saved(selected_path):
             accept = _load_selection(selected_path, samples)
             reused.append("selection")
         else:

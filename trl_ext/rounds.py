@@ -216,6 +216,7 @@ class SampledRoundsTrainer:
         self.history: list[dict] = []  # metrics of each completed round
         self._phase_steps = 0  # optimizer steps of the completed rounds
         self._in_phase = False
+        self._on_disk: set[str] = set()  # what the current round's directory held when the round started
         self.generation_count = GenerationCount()  # what this process sampled, for budgets and the run's record
 
     def _check_inputs(self, reward_funcs: list, args, train_dataset) -> None:
@@ -315,7 +316,12 @@ class SampledRoundsTrainer:
         return Path(self.args.output_dir) / f"checkpoint-{index}"
 
     def _open_round(self, index: int) -> Path:
-        """The round's directory, created, and cleared of partial files a killed process left behind."""
+        """The round's directory, created, and cleared of partial files a killed process left behind.
+
+        What it already holds (a killed run's generations, samples, training data) is read into `self._on_disk` by
+        every process before any process writes to it: the processes must all reuse the same files, or they would
+        take different paths through the round and wait on each other forever.
+        """
         round_dir = self._round_dir(index)
 
         def prepare() -> None:
@@ -324,7 +330,13 @@ class SampledRoundsTrainer:
                 shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
         self._on_main(prepare)
+        self._on_disk = {path.name for path in round_dir.iterdir()}
+        self.accelerator.wait_for_everyone()
         return round_dir
+
+    def _saved(self, path: Path) -> bool:
+        """Whether the current round's directory held `path` when the round started (see `_open_round`)."""
+        return path.name in self._on_disk
 
     def _round_prompt_rows(self, index: int) -> list[int]:
         """Rows for a round: consecutive slices of seeded shuffles of the prompt dataset, reshuffled when used up."""
@@ -345,10 +357,10 @@ class SampledRoundsTrainer:
         generations_path, samples_path = round_dir / "generations.parquet", round_dir / "samples.parquet"
         rows = self._round_prompt_rows(index)
         prompts = self.prompt_dataset.select(rows)
-        if samples_path.exists():
+        if self._saved(samples_path):
             reused.append("samples")
             return SampleSet.load(samples_path), prompts, {}
-        if generations_path.exists():
+        if self._saved(generations_path):
             generations = SampleSet.load(generations_path)
             reused.append("generations")
         else:
@@ -493,6 +505,7 @@ class SampledRoundsTrainer:
         names = [path.name for path in run_dir.iterdir()] if run_dir.is_dir() else []
         on_disk = sorted(int(m.group(1)) for name in names if (m := CHECKPOINT_PATTERN.fullmatch(name)))
         state = json.loads(state_path.read_text()) if state_path.exists() else None
+        self.accelerator.wait_for_everyone()  # every process has read the run as it was before any writes to it
         if resume_from_checkpoint in (None, False):
             if on_disk or (state and state[f"completed_{unit}s"]):
                 raise ValueError(
