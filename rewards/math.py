@@ -228,6 +228,8 @@ def _boxes(text: str) -> list[tuple[int, int, str]]:
         if start < len(text) and text[start] == "{":
             if start in closing:
                 found.append((match.start(), closing[start] + 1, text[start + 1 : closing[start]]))
+            elif (escaped := text.find("\\}", start, start + _MAX_ANSWER_CHARS)) > 0 and "{" not in text[start + 1 : escaped]:
+                found.append((match.start(), escaped + 2, text[start + 1 : escaped]))  # `\boxed{185\}`
         elif token := _BOX_TOKEN.match(text, start):  # `\boxed 5`
             found.append((match.start(), token.end(), token.group()))
     return found
@@ -401,7 +403,9 @@ def _bare_answer(text: str) -> str | None:
         if "$" not in content and "\\[" not in content and "\\(" not in content:
             return content.strip()
     stripped = text.strip()
-    if stripped and "\n" not in stripped and _PROSE_WORD.search(_TEXT_COMMAND.sub("", stripped)) is None:
+    if not stripped or "\n" in stripped or "box" in stripped or not stripped.isascii():
+        return None
+    if _PROSE_WORD.search(_TEXT_COMMAND.sub("", stripped)) is None:
         return stripped
     return None
 
@@ -716,7 +720,7 @@ _ATTACHED_UNITS = re.compile(
     r"yds?|sq|sqft|dollars?|cents?|euros?|pounds?|yen|rupees?|degrees?|units?|pcs|days?|years?|weeks?|months?)"
     r"(?:\^\{?[23]\}?|[23])?\.?)$"
 )
-_NOT_UNITS = set("pi e i x y z n k a b c d t r sqrt ldots infty or and".split())  # math words, not units
+_NOT_UNITS = set("pi e i x y z n k a b c d t r dx dy dz dt sqrt ldots infty or and".split())  # math words, not units
 _SIGN_SPACE = re.compile(r"^([+-])\s+")
 _NUMBER_WORDS = {
     word: value
@@ -1150,8 +1154,11 @@ def _symbolic_safe(latex: str) -> bool:
             if closing < 0 or "^" in latex[index + 1 : closing] or "!" in latex[index + 1 : closing]:
                 return False
     for match in _FACTORIAL.finditer(latex):
-        if not match.group(1).isdigit() or int(match.group(1)) > 500:
-            return False
+        if match.group(1).isdigit():
+            if int(match.group(1)) > 500:
+                return False
+        elif not re.search(r"[A-Za-z]", latex[max(0, match.start() - 30) : match.start()]):
+            return False  # `(10^6)!`; a symbolic `(x + 1)!` is cheap
     return not _LONG_NUMBER.search(latex)
 
 
@@ -1182,6 +1189,8 @@ def _fast_leaf_equal(pred: Any, gold: Any) -> bool | None:
         return isinstance(pred, Tower | Number) and isinstance(gold, Tower | Number) and _towers_equal(pred, gold)
     if isinstance(pred, Infinite) or isinstance(gold, Infinite):
         return isinstance(pred, Infinite) and isinstance(gold, Infinite) and pred.sign == gold.sign
+    if (letter := _single_letter(pred, gold)) is not None:  # `b` against `a + b - a`: a variable, not a word
+        pred, gold = letter
     if isinstance(pred, Text) or isinstance(gold, Text):
         pred_text = pred.text if isinstance(pred, Text) else _leaf_latex(pred) or ""
         gold_text = gold.text if isinstance(gold, Text) else _leaf_latex(gold) or ""
@@ -1194,6 +1203,16 @@ def _fast_leaf_equal(pred: Any, gold: Any) -> bool | None:
     if not (_symbolic_safe(pred_latex) and _symbolic_safe(gold_latex)):
         return False
     return None
+
+
+def _single_letter(pred: Any, gold: Any) -> tuple[Any, Any] | None:
+    """A one-letter Text as an expression when the other side is one (`e` against `\\sum 1/n!`)."""
+    pair = []
+    for value, other in ((pred, gold), (gold, pred)):
+        if isinstance(value, Text) and len(value.text) == 1 and isinstance(other, Expr):
+            value = Expr(value.text)
+        pair.append(value)
+    return (pair[0], pair[1]) if pair != [pred, gold] else None
 
 
 def _based_equal(pred: Any, gold: Any) -> bool:
@@ -1351,6 +1370,8 @@ def _compare_sequences(pred: Any, gold: Any, leaf_equal) -> bool | None:
 
 def _symbolic_leaf_equal(pred: Any, gold: Any) -> bool:
     """Leaf equality with sympy (through math-verify's LaTeX parser), under the same policies as the fast path."""
+    if (letter := _single_letter(pred, gold)) is not None:
+        pred, gold = letter
     if isinstance(pred, Text | Infinite | Based | Tower) or isinstance(gold, Text | Infinite | Based | Tower):
         return bool(_fast_leaf_equal(pred, gold))
     pred_latex, gold_latex = _leaf_latex(pred), _leaf_latex(gold)
