@@ -320,7 +320,8 @@ def _fallback_answer(text: str) -> str | None:
             if "\\" in content or (re.search(r"\d", content) and _NUMBER_ONLY.fullmatch(content) is None):
                 return content
     if number is None:
-        return None
+        words = _NUMBER_PHRASE.findall(text[-300:])
+        return words[-1].strip() if words else None
     start = number.start(1)
     opening = text[start - 1 : start]
     if opening in ("(", "["):  # inside an interval or a tuple: the whole bracket, `[0, 9)`
@@ -330,6 +331,12 @@ def _fallback_answer(text: str) -> str | None:
     return _last_sentence_answer(text, number) or number.group(1).strip()
 
 
+_NUMBER_PHRASE = re.compile(  # "two dozen", "twenty-one", "three hundred"
+    r"\b(?:(?:zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|"
+    r"sixteen|seventeen|eighteen|nineteen|twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety|hundred|thousand|"
+    r"dozen|a\s+dozen)[\s-]*)+\b",
+    re.IGNORECASE,
+)
 _NUMBER_ONLY = re.compile(r"\s*-?\d[\d,]*(?:\.\d+)?\s*")
 _HEDGE = re.compile(r"\b(?:or|maybe|perhaps|possibly|either|alternatively)\b", re.IGNORECASE)
 _COMPARISON = re.compile(
@@ -405,11 +412,13 @@ def _bare_answer(text: str) -> str | None:
     stripped = text.strip()
     if not stripped or "\n" in stripped or "box" in stripped or not stripped.isascii():
         return None
-    if _PROSE_WORD.search(_TEXT_COMMAND.sub("", stripped)) is None:
+    words = _BARE_WORD.findall(_TEXT_COMMAND.sub("", stripped))
+    if not set(words) - {"or", "and", "pi", "ln"}:
         return stripped
     return None
 
 
+_BARE_WORD = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}")
 _TEXT_COMMAND = re.compile(r"\\[A-Za-z]+|\\text\s*\{[^{}]*\}")
 
 
@@ -887,7 +896,7 @@ _MAX_EXPANDED_DIGITS = 10_000
 def _tower(text: str) -> Number | Tower | None:
     """`3^3^3`, `3^{3^{3}}`: expanded to a Number when it has at most 10k digits, else a `Tower`."""
     squashed = re.sub(r"\s*([\^{}])\s*", r"\1", text)  # a space elsewhere is a product: `2^6 3^5`
-    if "^" not in squashed or _TOWER.fullmatch(squashed) is None or squashed.count("^") < 2:
+    if "^" not in squashed or _TOWER.fullmatch(squashed) is None:
         return None
     if squashed.count("{") != squashed.count("}") or re.search(r"\}[^}]", squashed):
         return None
