@@ -170,9 +170,11 @@ class Relation:
 _BOX_COMMAND = re.compile(r"\\(?:boxed|fbox|framebox)\s*")
 _BRACE_OR_ESCAPE = re.compile(r"\\.|[{}]", re.DOTALL)
 _BOX_TOKEN = re.compile(r"[^\s${}]+")
-_BOX_SEPARATOR = re.compile(  # what may stand between the boxes of one answer: "and", "$y_2 =", "\text{ for part (b) }"
-    r"(?:\s|[,;&$()]|\\[()\[\]]|\\q?quad|\\text\s*\{[A-Za-z\s,()]*\}|[A-Za-z]+|\\,|\\;|\\ |"
-    r"[A-Za-z](?:_\{?[A-Za-z0-9]+\}?)?\s*=)*"
+_BOX_SEPARATOR = (
+    re.compile(  # what may stand between the boxes of one answer: "and", "$y_2 =", "\text{ for part (b) }"
+        r"(?:\s|[,;&$()]|\\[()\[\]]|\\q?quad|\\text\s*\{[A-Za-z\s,()]*\}|[A-Za-z]+|\\,|\\;|\\ |"
+        r"[A-Za-z](?:_\{?[A-Za-z0-9]+\}?)?\s*=)*"
+    )
 )
 _MAX_BOX_GAP = 80
 _ANSWER_MARKER = re.compile(
@@ -228,16 +230,18 @@ def _boxes(text: str) -> list[tuple[int, int, str]]:
         if start < len(text) and text[start] == "{":
             if start in closing:
                 found.append((match.start(), closing[start] + 1, text[start + 1 : closing[start]]))
-            elif (escaped := text.find("\\}", start, start + _MAX_ANSWER_CHARS)) > 0 and "{" not in text[start + 1 : escaped]:
+            elif (escaped := text.find("\\}", start, start + _MAX_ANSWER_CHARS)) > 0 and "{" not in text[
+                start + 1 : escaped
+            ]:
                 found.append((match.start(), escaped + 2, text[start + 1 : escaped]))  # `\boxed{185\}`
         elif token := _BOX_TOKEN.match(text, start):  # `\boxed 5`
             found.append((match.start(), token.end(), token.group()))
     return found
 
 
-def _last_boxed(text: str) -> str | None:
+def _last_boxed(text: str, boxes: list[tuple[int, int, str]] | None = None) -> str | None:
     """The last boxed answer; boxes separated only by "and", commas or spacing join into one list answer."""
-    boxes = _boxes(text)
+    boxes = _boxes(text) if boxes is None else boxes
     if not boxes:
         return None
     group = [boxes[-1]]
@@ -350,7 +354,10 @@ _ALL_NUMBERS = re.compile(r"(?<![\w.,/])" + _NUMBER_TOKEN)
 
 
 def _numbers(text: str, start: int = 0, end: int | None = None) -> list[str]:
-    return [match.group().strip().rstrip(",") for match in _ALL_NUMBERS.finditer(text, start, len(text) if end is None else end)]
+    return [
+        match.group().strip().rstrip(",")
+        for match in _ALL_NUMBERS.finditer(text, start, len(text) if end is None else end)
+    ]
 
 
 def _last_sentence_answer(text: str, number: re.Match) -> str | None:
@@ -472,7 +479,7 @@ _END_OF_TURN = re.compile(r"<\|(?:im_end|im_start|endoftext|eot_id|end_of_text|e
 def _response(text: str) -> str:
     """The response up to its first end-of-turn token (`<|im_end|>`, `<|im_start|>user`, ...): what follows is not
     the model's answer. A token at the very start (a chat template's opening) is skipped."""
-    if "<" not in text:
+    if "<|" not in text and "</s>" not in text:
         return text
     for match in _END_OF_TURN.finditer(text):
         if text[: match.start()].strip():
@@ -493,7 +500,7 @@ def _extract(text: str, strict: bool) -> str | None:
                 marked = _after_last_marker(tail)
                 if marked and re.search(r"\d", marked):
                     return marked
-            return _last_boxed(text)
+            return _last_boxed(text, boxes)
     hashes = text.rfind("####")
     if hashes >= 0:
         answer = _reduce_span(text[hashes + 4 :])
@@ -596,7 +603,10 @@ _SYMBOLS = str.maketrans(
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 
 _LATEX_REWRITES = [
-    (re.compile(r"\\\\(?=(?:[dtc]?frac|sqrt|left|right|boxed|text|mathrm|pi|cdot|times|infty|pm)(?![a-zA-Z]))"), r"\\"),
+    (
+        re.compile(r"\\\\(?=(?:[dtc]?frac|sqrt|left|right|boxed|text|mathrm|pi|cdot|times|infty|pm)(?![a-zA-Z]))"),
+        r"\\",
+    ),
     (re.compile(r"\\(?:left|right)\s*\."), ""),
     (re.compile(r"\\(?:left|right|[bB]igg?[lr]?|displaystyle|textstyle|scriptstyle|limits)(?![a-zA-Z])"), ""),
     (re.compile(r"\\[dtc]frac(?![a-zA-Z])"), r"\\frac"),

@@ -119,8 +119,9 @@ print(json.dumps([before, children()]))
     assert children_after >= 1
 
 
-# --- fuzz: 100,000 generated completion/gold pairs in batches of 500 --------------------------------------------------
+# --- fuzz: 100,000 generated completion/gold pairs in batches of 500 -------------------------------------------------
 
+# fmt: off
 _PIECES = [
     "0", "7", "42", "-3", "1,000", "12345678901234567890", ".5", "1/2", "3^{120}", "2^2^2", "10^{-9}", "101_2",
     "x", "y", "i", "\\pi", "\\infty", "e", " ", "=", "<", "\\leq", ",", ";", "(", ")", "[", "]", "\\{", "\\}",
@@ -128,6 +129,7 @@ _PIECES = [
     "\\cup", "\\begin{pmatrix}", "\\\\", "&", "\\end{pmatrix}", "answer is ", "#### ", "<answer>", "</think>",
     "<|im_end|>", "```output\n", "or", " and ", "\n", "−", "１２", "½", "π", "√", "²", "é", "答案", "\x00", "\ufeff",
 ]
+# fmt: on
 _BATCH = 500
 _BATCHES = 200  # 100,000 pairs
 
