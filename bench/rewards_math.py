@@ -1,6 +1,7 @@
 r"""Accuracy and throughput of `rewards.math_answer_reward` against math-verify, TRL's `accuracy_reward` and a
-verl-style `#### N` regex, on (a) GSM8K-style completions built from ../shared/data/gsm8k/test.jsonl and (b) LaTeX
-answers (the LaTeX cases of tests/data/math_cases.py plus generated equivalent/wrong spellings of LaTeX golds).
+verl-style `#### N` regex, on (a) GSM8K-style completions built from ../shared/data/gsm8k/test.jsonl and (b) the
+held-out-style answer-checking corpus tests/data/math_corpus.jsonl (public checkers' test suites, real model outputs,
+own category cases; every case names its source).
 
 Every system sees each item once, one call per item, in the main thread (math-verify's and TRL's signal timeouts
 need it); throughput is given per wall-clock second and per CPU-second (the latter does not depend on other load).
@@ -13,7 +14,6 @@ printed separately); the gold-answer cache still helps, as it does in GRPO, wher
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import logging
 import os
@@ -25,52 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 GSM8K_TEST = ROOT.parent / "shared" / "data" / "gsm8k" / "test.jsonl"
 
-# (gold, equivalent spellings, wrong spellings) for the generated LaTeX items.
-LATEX_GOLDS = [
-    (r"\frac{1}{2}", ["0.5", r"\dfrac{1}{2}", "1/2", r"\frac{2}{4}"], [r"\frac{1}{3}", "2"]),
-    (r"\sqrt{2}", [r"\sqrt2", r"\frac{2}{\sqrt{2}}", r"2^{1/2}"], ["2", r"\sqrt{3}"]),
-    (r"2\sqrt{3}", [r"\sqrt{12}", r"2 \sqrt 3"], [r"3\sqrt{2}"]),
-    (r"\frac{\pi}{4}", [r"\pi/4", r"\frac{1}{4}\pi"], [r"\frac{\pi}{2}"]),
-    (r"\frac{3\sqrt{2}}{2}", [r"\frac{3}{\sqrt{2}}", r"1.5\sqrt{2}"], [r"\frac{2\sqrt{3}}{2}"]),
-    (r"-\frac{3}{4}", ["-0.75", r"\frac{-3}{4}"], [r"\frac{3}{4}"]),
-    (r"\frac{7}{3}", [r"2\frac{1}{3}", "7/3"], [r"\frac{3}{7}"]),
-    (r"4\pi", [r"4 \pi", r"\pi \cdot 4"], [r"2\pi"]),
-    (r"e^{2}", ["e^2"], ["2e"]),
-    (r"x^2 - 1", [r"(x-1)(x+1)", r"x^{2}-1"], ["x^2+1"]),
-    (r"(1, 2)", ["(1,2)", r"\left(1, 2\right)"], ["(2,1)"]),
-    (r"[0, \infty)", [r"[0,\infty)", r"\left[0, \infty\right)"], [r"(0,\infty)"]),
-    (r"(-\infty, 1) \cup (2, \infty)", [r"(2,\infty)\cup(-\infty,1)"], [r"(-\infty, 1] \cup [2, \infty)"]),
-    (r"3 \pm \sqrt{5}", [r"3+\sqrt{5}, 3-\sqrt{5}"], [r"3+\sqrt{5}"]),
-    (r"\{1, 2, 3\}", [r"\{3,2,1\}"], [r"\{1,2\}"]),
-    (r"y = 2x + 1", ["y=1+2x"], ["y = 2x - 1"]),
-    (
-        r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}",
-        [r"\begin{pmatrix}1\\2\end{pmatrix}"],
-        [r"\begin{pmatrix}2\\1\end{pmatrix}"],
-    ),
-    ("1000", ["1,000", "1{,}000", "10^3"], ["100"]),
-    ("5", ["5.0", "x = 5"], ["-5"]),
-    (r"90^\circ", ["90", r"90^{\circ}"], [r"45^\circ"]),
-]
-LATEX_TEMPLATES = [
-    r"We simplify step by step. Therefore, the final answer is $\boxed{{{}}}$.",
-    "After simplifying, we obtain\n\\[ \\boxed{{{}}} \\]",
-    "Final Answer: The final answer is ${}$. I hope it is correct.",
-]
-LATEX_CATEGORIES = (
-    "latex_",
-    "fraction",
-    "mixed_number",
-    "interval",
-    "set",
-    "tuple",
-    "plus_minus",
-    "equation",
-    "inequality",
-    "matrix",
-    "degrees",
-    "approximation",
-)
+CORPUS = ROOT / "tests" / "data" / "math_corpus.jsonl"
 
 
 def gsm8k_items(path: Path, limit: int | None) -> list[tuple[str, str, str, int]]:
@@ -96,24 +51,14 @@ def gsm8k_items(path: Path, limit: int | None) -> list[tuple[str, str, str, int]
     return items
 
 
-def latex_items() -> list[tuple[str, str, int]]:
-    """(completion, LaTeX gold solution, label) from the case table and the generated spellings."""
-    spec = importlib.util.spec_from_file_location("math_cases", ROOT / "tests" / "data" / "math_cases.py")
-    cases = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cases)
-    items = []
-    for kind, text, gold, label, category in cases.CASES:
-        if not category.startswith(LATEX_CATEGORIES) or kind == "answer":
-            continue
-        if kind == "pred":
-            items.append((LATEX_TEMPLATES[0].format(text), f"${gold}$", label))
-        else:
-            items.append((text, gold, label))
-    for gold, right, wrong in LATEX_GOLDS:
-        for spellings, label in ((right, 1), (wrong, 0)):
-            for spelling in spellings:
-                items += [(template.format(spelling), f"${gold}$", label) for template in LATEX_TEMPLATES]
-    return items
+def corpus_items() -> tuple[list[tuple[str, str, int]], list[tuple[str, str, int]], list[str]]:
+    """The held-out-style corpus (tests/data/math_corpus.jsonl): items for ours (gold as its dataset column holds it),
+    items for the baselines (the bare gold: a GSM8K rationale's number after `####`), and each item's column."""
+    rows = [json.loads(line) for line in CORPUS.read_text().splitlines()]
+    ours_items = [(row["completion"], row["gold"], row["label"]) for row in rows]
+    bare = [row["gold"].rsplit("####", 1)[1].strip() if row["column"] == "answer" else row["gold"] for row in rows]
+    baseline_items = [(row["completion"], gold, row["label"]) for row, gold in zip(rows, bare, strict=True)]
+    return ours_items, baseline_items, [row["column"] for row in rows]
 
 
 def cpu_seconds() -> float:
@@ -160,11 +105,13 @@ def run(check: Callable[[str, str], float], items: list[tuple[str, str, int]]) -
     }
 
 
-def ours(reset: Callable[[], None], column: str) -> Callable[[str, str], float]:
+def ours(reset: Callable[[], None], columns: list[str]) -> Callable[[str, str], float]:
+    """Our reward, one call per item, the gold in the item's dataset column (taken in order)."""
     from rewards import math_answer_reward
 
     reset()
-    return lambda completion, gold: math_answer_reward([completion], **{column: [gold]})[0]
+    order = iter(columns)
+    return lambda completion, gold: math_answer_reward([completion], **{next(order): [gold]})[0]
 
 
 def math_verify_check(completion: str, gold: str) -> float:
@@ -214,18 +161,17 @@ def main() -> None:
         "gsm8k": (
             [(completion, rationale, label) for completion, rationale, _, label in gsm8k],
             [(completion, number, label) for completion, _, number, label in gsm8k],
+            ["answer"] * len(gsm8k),
         ),
-        "latex": (latex_items(), None),
+        "corpus": corpus_items(),
     }
     print(
         f"{'dataset':8} {'system':26} {'items':>6} {'accuracy':>9} {'FN':>5} {'FP':>5} {'checks/s':>10} "
         f"{'per CPU-s':>10} {'max ms':>8}"
     )
-    for dataset, (items, plain_gold_items) in datasets.items():
-        column = "answer" if dataset == "gsm8k" else "solution"
-        baseline_items = plain_gold_items or items
+    for dataset, (items, baseline_items, columns) in datasets.items():
         systems = [
-            ("rewards.math_answer_reward", ours(reset_ours, column), items),
+            ("rewards.math_answer_reward", ours(reset_ours, columns), items),
             ("math-verify 0.9", math_verify_check, baseline_items),
             ("trl accuracy_reward", trl_check, baseline_items),
             ("verl #### regex", verl_regex_check, baseline_items),

@@ -49,6 +49,7 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import math
 import os
 import re
 import select
@@ -69,7 +70,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_S = 2.0
 """Bound on the time one item may take, extraction and symbolic work included (worker start-up excluded)."""
 
-_MAX_TEXT_CHARS = 50_000  # final answers sit at the end: longer completions are searched in their last 50k chars
+_MAX_TEXT_CHARS = 1_000_000  # longer completions are searched in their last million characters (linear-time work)
 _MAX_ANSWER_CHARS = 1_000  # longer extracted answers are compared as text only
 _MAX_SYMBOLIC_CHARS = 400
 _MAX_NESTING = 12
@@ -93,6 +94,22 @@ class Number:
 @dataclass(frozen=True, slots=True)
 class Infinite:
     sign: int
+
+
+@dataclass(frozen=True, slots=True)
+class Based:
+    """A numeral in another base (`101_2`): equal to one with the same value, or to the same digits written bare."""
+
+    digits: str
+    base: int
+    value: int
+
+
+@dataclass(frozen=True, slots=True)
+class Tower:
+    """A power tower too large to expand (`3^{3^{3^{3}}}`), right-associative: compared exactly without expanding."""
+
+    levels: tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,9 +170,13 @@ class Relation:
 _BOX_COMMAND = re.compile(r"\\(?:boxed|fbox|framebox)\s*")
 _BRACE_OR_ESCAPE = re.compile(r"\\.|[{}]", re.DOTALL)
 _BOX_TOKEN = re.compile(r"[^\s${}]+")
-_BOX_SEPARATOR = re.compile(
-    r"(?:\s|[,;&$]|\\[()\[\]]|\\q?quad|\\text\s*\{\s*(?:and|or|,)?\s*\}|\band\b|\bor\b|\\,|\\;|\\ )*", re.IGNORECASE
+_BOX_SEPARATOR = (
+    re.compile(  # what may stand between the boxes of one answer: "and", "$y_2 =", "\text{ for part (b) }"
+        r"(?:\s|[,;&$()]|\\[()\[\]]|\\q?quad|\\text\s*\{[A-Za-z\s,()]*\}|[A-Za-z]+|\\,|\\;|\\ |"
+        r"[A-Za-z](?:_\{?[A-Za-z0-9]+\}?)?\s*=)*"
+    )
 )
+_MAX_BOX_GAP = 80
 _ANSWER_MARKER = re.compile(
     r"answer\s*(?:\*\*)?\s*(?:\([^)\n]{0,20}\))?\s*"
     r"(?:is\s*:?|:|=|will\s+be|would\s+be|should\s+be|comes\s+(?:out\s+)?to)\s*(?:\*\*)?\s*:?",
@@ -209,23 +230,29 @@ def _boxes(text: str) -> list[tuple[int, int, str]]:
         if start < len(text) and text[start] == "{":
             if start in closing:
                 found.append((match.start(), closing[start] + 1, text[start + 1 : closing[start]]))
+            elif (escaped := text.find("\\}", start, start + _MAX_ANSWER_CHARS)) > 0 and "{" not in text[
+                start + 1 : escaped
+            ]:
+                found.append((match.start(), escaped + 2, text[start + 1 : escaped]))  # `\boxed{185\}`
         elif token := _BOX_TOKEN.match(text, start):  # `\boxed 5`
             found.append((match.start(), token.end(), token.group()))
     return found
 
 
-def _last_boxed(text: str) -> str | None:
+def _last_boxed(text: str, boxes: list[tuple[int, int, str]] | None = None) -> str | None:
     """The last boxed answer; boxes separated only by "and", commas or spacing join into one list answer."""
-    boxes = _boxes(text)
+    boxes = _boxes(text) if boxes is None else boxes
     if not boxes:
         return None
     group = [boxes[-1]]
     for previous in reversed(boxes[:-1]):
         between = text[previous[1] : group[0][0]]
-        if _BOX_SEPARATOR.fullmatch(between) is None or len(group) >= _MAX_SEQUENCE_ITEMS:
+        if len(between) > _MAX_BOX_GAP or _BOX_SEPARATOR.fullmatch(between) is None:
+            break
+        if len(group) >= _MAX_SEQUENCE_ITEMS:
             break
         group.insert(0, previous)
-    contents = [content.strip() for _, _, content in group]
+    contents = list(dict.fromkeys(content.strip() for _, _, content in group))  # the same box repeated is one answer
     return ", ".join(contents) if len(contents) > 1 else contents[0]
 
 
@@ -265,7 +292,7 @@ def _reduce_span(span: str) -> str | None:
     if boxed is not None:
         return boxed
     span = _EXPLANATION.split(span, maxsplit=1)[0]
-    span = _MATH_DELIMITERS.sub(" ", span).replace("**", "").strip(" \t\n*`'\".,;:")
+    span = _strip_edges(_MATH_DELIMITERS.sub(" ", span).replace("**", "").replace('\\"', '"').strip(" \t\n*`"))
     if not span:
         return None
     if span[:1].isalpha():  # prose first: "the largest n is 34", "7 apples and 11 oranges = 18 fruits"
@@ -281,16 +308,125 @@ def _reduce_span(span: str) -> str | None:
 
 
 def _fallback_answer(text: str) -> str | None:
-    """Lenient mode: the last number, or the last math block when it ends later and holds LaTeX."""
+    """Lenient mode: the whole text when it is a bare answer; else the last math block when it ends after the last
+    number and holds more than a number; else the answer in the last sentence that has a number."""
+    bare = _bare_answer(text)
+    if bare is not None:
+        return bare
+    if "```" in text and (after_tool := _after_tool_output(text)) is not None:
+        return after_tool
     number = _LAST_NUMBER.match(text)
     number_end = number.end(1) if number else -1
-    if "\\" in text:
+    if "$" in text or "\\" in text:
         block = _last_math_block(text)
         if block is not None and block[0] > number_end:
             content = block[1].strip()
-            if "\\" in content or "^" in content:
+            if "\\" in content or (re.search(r"\d", content) and _NUMBER_ONLY.fullmatch(content) is None):
                 return content
-    return number.group(1).strip() if number else None
+    if number is None:
+        words = _NUMBER_PHRASE.findall(text[-300:])
+        return words[-1].strip() if words else None
+    start = number.start(1)
+    opening = text[start - 1 : start]
+    if opening in ("(", "["):  # inside an interval or a tuple: the whole bracket, `[0, 9)`
+        closing = re.compile(r"[^()\[\]\n]{0,200}?[)\]]").match(text, start)
+        if closing is not None:
+            return text[start - 1 : closing.end()]
+    return _last_sentence_answer(text, number) or number.group(1).strip()
+
+
+_NUMBER_PHRASE = re.compile(  # "two dozen", "twenty-one", "three hundred"
+    r"\b(?:(?:zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|"
+    r"sixteen|seventeen|eighteen|nineteen|twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety|hundred|thousand|"
+    r"dozen|a\s+dozen)[\s-]*)+\b",
+    re.IGNORECASE,
+)
+_NUMBER_ONLY = re.compile(r"\s*-?\d[\d,]*(?:\.\d+)?\s*")
+_HEDGE = re.compile(r"\b(?:or|maybe|perhaps|possibly|either|alternatively)\b", re.IGNORECASE)
+_COMPARISON = re.compile(
+    r"\b(?:(?:more|less|fewer|greater|higher|lower|larger|smaller|bigger|older|younger|longer|shorter)\s+than|"
+    r"compared\s+(?:to|with)|instead\s+of|rather\s+than|as\s+opposed\s+to)\b",
+    re.IGNORECASE,
+)
+_TRAILING_NUMBER = re.compile(r"(?:\$?\d[\d,.]*\s+(?:[A-Za-z]+\s+)?)$")
+_CONCLUSION = re.compile(r"\b(?:so|thus|therefore|hence|total|altogether)\b|=", re.IGNORECASE)
+_ALL_NUMBERS = re.compile(r"(?<![\w.,/])" + _NUMBER_TOKEN)
+
+
+def _numbers(text: str, start: int = 0, end: int | None = None) -> list[str]:
+    return [
+        match.group().strip().rstrip(",")
+        for match in _ALL_NUMBERS.finditer(text, start, len(text) if end is None else end)
+    ]
+
+
+def _last_sentence_answer(text: str, number: re.Match) -> str | None:
+    """The answer in the sentence of the last number: a hedge between two numbers ("40, or maybe 45") is both (so
+    it equals no single gold); "18 apples, 6 more than the 12 she had" is the number before the comparison."""
+    start = max(text.rfind(". ", 0, number.start(1)), text.rfind("\n", 0, number.start(1))) + 1
+    end = _SENTENCE_END.search(text, number.end(1))
+    sentence = text[start : end.start() if end else len(text)]
+    numbers = _numbers(sentence)
+    if len(set(numbers)) >= 2 and _HEDGE.search(sentence):
+        hedge = _HEDGE.search(sentence)
+        before, after = _numbers(sentence, 0, hedge.start()), _numbers(sentence, hedge.end())
+        if before and after and before[-1] != after[0]:
+            return f"{before[-1]}, {after[0]}"
+    comparison = _COMPARISON.search(sentence)
+    if comparison is not None and not _CONCLUSION.search(sentence, comparison.end()):
+        prefix = sentence[: comparison.start()]
+        before = _numbers(prefix)
+        if len(before) >= 2 and _TRAILING_NUMBER.search(prefix):  # "18 apples, 6 more than": the 6 is the gap
+            return before[-2]
+        if before:
+            return before[-1]
+    return None
+
+
+_TOOL_OUTPUT = re.compile(r"```output\b.*?```", re.DOTALL)
+
+
+def _after_tool_output(text: str) -> str | None:
+    """After a tool's ```output block, the closing sentence states the answer ("Charmaine will be $8$ years old 4
+    years from now"): its one math-mode number, else its first number."""
+    blocks = list(_TOOL_OUTPUT.finditer(text[-20_000:]))
+    if not blocks:
+        return None
+    tail = text[-20_000:][blocks[-1].end() :].strip()
+    if not tail or "```" in tail:
+        return None
+    end = _SENTENCE_END.search(tail.replace("$.", "$ ."))
+    sentence = tail[: end.start() if end else 400][:400]
+    in_math = [content for content in re.findall(r"\$([^$]+)\$", sentence) if re.search(r"\d", content)]
+    if len(in_math) == 1:
+        return in_math[0].strip()
+    numbers = _numbers(sentence)
+    return numbers[0] if numbers else None
+
+
+_WHOLE_MATH = re.compile(r"\s*(?:\$\$(.+)\$\$|\$(.+)\$|\\\[(.+)\\\]|\\\((.+)\\\))[\s.]*", re.DOTALL)
+
+
+def _bare_answer(text: str) -> str | None:
+    """A completion that is only an answer (`$[0,1)$`, `.4`, `x \\geq 5`): short, one math block or no prose."""
+    if len(text) > 300:
+        return None
+    whole = _WHOLE_MATH.fullmatch(text)
+    if whole is not None:
+        content = next(group for group in whole.groups() if group is not None)
+        if "$" not in content and "\\[" not in content and "\\(" not in content:
+            return content.strip()
+    stripped = text.strip()
+    if not stripped or "\n" in stripped or "box" in stripped or not stripped.isascii():
+        return None
+    words = _BARE_WORD.findall(_TEXT_COMMAND.sub("", stripped))
+    if not set(words) - {"or", "and", "pi", "ln"}:
+        return stripped
+    return None
+
+
+_BARE_WORD = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}")
+_TEXT_COMMAND = re.compile(r"\\[A-Za-z]+|\\text\s*\{[^{}]*\}")
 
 
 def _last_math_block(text: str) -> tuple[int, str] | None:
@@ -337,15 +473,34 @@ def _after_last_marker(text: str) -> str | None:
     return None
 
 
+_END_OF_TURN = re.compile(r"<\|(?:im_end|im_start|endoftext|eot_id|end_of_text|end|user|assistant)\|>|</s>")
+
+
+def _response(text: str) -> str:
+    """The response up to its first end-of-turn token (`<|im_end|>`, `<|im_start|>user`, ...): what follows is not
+    the model's answer. A token at the very start (a chat template's opening) is skipped."""
+    if "<|" not in text and "</s>" not in text:
+        return text
+    for match in _END_OF_TURN.finditer(text):
+        if text[: match.start()].strip():
+            return text[: match.start()]
+    return _END_OF_TURN.sub(" ", text)
+
+
 def _extract(text: str, strict: bool) -> str | None:
     if "<answer>" in text or "<ANSWER>" in text:
         content = _last_answer_tag(text)
         if content:
             return _extract(content, strict=True) or _reduce_span(content) or content
     if "box" in text:
-        boxed = _last_boxed(text)
-        if boxed is not None:
-            return boxed
+        boxes = _boxes(text)
+        if boxes:
+            tail = text[boxes[-1][1] :]
+            if "nswer" in tail or "NSWER" in tail:  # "\boxed{255} ... Final Answer: the final answer is 10,455"
+                marked = _after_last_marker(tail)
+                if marked and re.search(r"\d", marked):
+                    return marked
+            return _last_boxed(text, boxes)
     hashes = text.rfind("####")
     if hashes >= 0:
         answer = _reduce_span(text[hashes + 4 :])
@@ -367,7 +522,7 @@ def extract_answer(text: str, strict: bool = False) -> str | None:
     """
     try:
         text = text if isinstance(text, str) else str(text)
-        text = text[-_MAX_TEXT_CHARS:]
+        text = _response(text[-_MAX_TEXT_CHARS:])
         think_end = text.rfind("</think>")
         if think_end >= 0:  # reasoning is closed: the answer must be in the response after it
             return _extract(text[think_end + len("</think>") :], strict)
@@ -448,6 +603,10 @@ _SYMBOLS = str.maketrans(
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 
 _LATEX_REWRITES = [
+    (
+        re.compile(r"\\\\(?=(?:[dtc]?frac|sqrt|left|right|boxed|text|mathrm|pi|cdot|times|infty|pm)(?![a-zA-Z]))"),
+        r"\\",
+    ),
     (re.compile(r"\\(?:left|right)\s*\."), ""),
     (re.compile(r"\\(?:left|right|[bB]igg?[lr]?|displaystyle|textstyle|scriptstyle|limits)(?![a-zA-Z])"), ""),
     (re.compile(r"\\[dtc]frac(?![a-zA-Z])"), r"\\frac"),
@@ -500,8 +659,8 @@ def _clean_unicode(text: str) -> str:
 
 
 def _strip_edges(text: str) -> str:
-    """Drops surrounding punctuation and quotes, keeping the point of a leading decimal (`.5`)."""
-    text = text.rstrip(_EDGE_PUNCTUATION)
+    """Drops surrounding punctuation and quotes (and a stray trailing `\\`), keeping the point of a leading decimal."""
+    text = text.rstrip(_EDGE_PUNCTUATION + "\\").rstrip(_EDGE_PUNCTUATION)
     stripped = text.lstrip(_EDGE_PUNCTUATION)
     if stripped[:1].isdigit() and text[len(text) - len(stripped) - 1 : len(text) - len(stripped)] == ".":
         return "." + stripped
@@ -528,15 +687,21 @@ def _canonical(answer: str) -> str:
 # ---------------------------------------------------------------------------------------------------------------------
 # Parsing: canonical answer -> value.
 
-_SEPARATOR_WORDS = re.compile(r"\s+(?:or|and|&)\s+|\s*,\s*(?:and|or)\s+|\s*;\s*", re.IGNORECASE)
+_SEPARATOR_WORDS = re.compile(
+    r"\s+(?:or|and|&)\s+|\s*,\s*(?:and|or)\s+|(?<=[)\]])\s*(?:or|and)\s*(?=[(\[])", re.IGNORECASE
+)
+_SEMICOLON = re.compile(r"\s*;\s*")
 _RELATION_OPS = re.compile(r"\\(?:leq|geq|neq)(?![a-zA-Z])|(?<![\\{])[<>]")
 _EQUATION_OPS = re.compile(r"=|\\approx(?![a-zA-Z])")
 _ASSIGNABLE = re.compile(
     r"(?:\\?[A-Za-z]+(?:_\{?[A-Za-z0-9]+\}?)?'*(?:\([A-Za-z0-9, ]*\))?|\([A-Za-z](?:\s*,\s*[A-Za-z])+\))"
     r"|(?:\\angle|m\\angle)\s*[A-Z]{1,3}"
+    r"|\|[A-Z]{1,3}\||\\overline\{[A-Z]{2}\}|\\frac\{[A-Z]{1,3}\}\{[A-Z]{1,3}\}"  # |PQ|, NO/BO
+    r"|(?:[A-Za-z](?:_\{?[A-Za-z0-9]+\}?)?)(?::[A-Za-z](?:_\{?[A-Za-z0-9]+\}?)?)+"  # a:b, V_1:V_2
 )
 _DECIMAL_COMMA = re.compile(r"([+-]?\d+),(\d+)")
-_CHOICE = re.compile(r"\(([A-Ea-e])\)\s*(\S.*)")
+_CHOICE = re.compile(r"\(([A-Ea-e])\)\s*(\S.*)|([A-E])[.:)]\s+(\S.*)")
+_BASED = re.compile(r"([0-9A-Za-z]+)_\{?\(?(\d{1,2})\)?\}?")
 _COMMA = re.compile(r",")
 _UNION = re.compile(r"\\cup(?![a-zA-Z])")
 _MEMBERSHIP = re.compile(r"\\in(?![a-zA-Z])")
@@ -574,7 +739,7 @@ _ATTACHED_UNITS = re.compile(
     r"yds?|sq|sqft|dollars?|cents?|euros?|pounds?|yen|rupees?|degrees?|units?|pcs|days?|years?|weeks?|months?)"
     r"(?:\^\{?[23]\}?|[23])?\.?)$"
 )
-_NOT_UNITS = set("pi e i x y z n k a b c d t r sqrt ldots infty or and".split())  # math words, not units
+_NOT_UNITS = set("pi e i x y z n k a b c d t r dx dy dz dt sqrt ldots infty or and".split())  # math words, not units
 _SIGN_SPACE = re.compile(r"^([+-])\s+")
 _NUMBER_WORDS = {
     word: value
@@ -587,7 +752,7 @@ _NUMBER_WORDS = {
     for index, word in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split())
 }
 _WORDS_ONLY = re.compile(r"[A-Za-z][A-Za-z\s'.-]*")
-_CLOCK_TIME = re.compile(r"\d{1,2}:\d{2}(?::\d{2})?(?:\s*[ap]\.?m\.?)?", re.IGNORECASE)
+_CLOCK_TIME = re.compile(r"(\d{1,2}):(\d{2})(?::(\d{2}))?(?:\s*([ap])\.?\s*m\.?)?", re.IGNORECASE)
 _ARTICLES = re.compile(r"^(?:the|a|an)\s+")
 _BIG_EXPONENT = re.compile(r"\^\s*[{(]?\s*[+-]?\d{4,}")
 _STACKED_POWER = re.compile(r"\^\s*(?:[\w.]+|\\[A-Za-z]+)\s*\^")
@@ -639,7 +804,12 @@ def _parse_number(text: str) -> Number | None:
         if len(exponent.lstrip("+-")) > 3 or abs(int(exponent)) > _MAX_EXPONENT_DIGITS:
             return None
         value = Fraction(mantissa) * Fraction(10) ** int(exponent)
-        return Number(-value if sign == "-" else value, f"{sign or ''}{mantissa}\\times10^{{{exponent}}}")
+        places = _decimals(mantissa)
+        return Number(
+            -value if sign == "-" else value,
+            f"{sign or ''}{mantissa}\\times10^{{{exponent}}}",
+            None if places is None else places - int(exponent),
+        )
     if match := _REPEATING.fullmatch(text):  # 0.1\overline{6} = 1/6
         sign, whole, fixed, repeated = match.groups()
         shift = 10 ** len(fixed)
@@ -669,6 +839,8 @@ def _number_words(text: str) -> Number | None:
             current += _NUMBER_WORDS[word]
         elif word == "hundred" and current:
             current *= 100
+        elif word == "dozen":
+            current = (current or 1) * 12
         elif word in _SCALE_WORDS and current:
             total, current = total + current * _SCALE_WORDS[word], 0
         else:
@@ -683,7 +855,7 @@ def _strip_trailing_units(text: str) -> str:
     """ "18 apples" -> "18", "15 cm^2" -> "15", "12kg" -> "12"; words that may be math ("2 pi") stay."""
     for pattern in (_SPACED_UNITS, _ATTACHED_UNITS):
         match = pattern.match(text)
-        if match and not (set(match.group(2).lower().split()) & _NOT_UNITS):
+        if match and not ({re.sub(r"\^.*", "", word) for word in match.group(2).lower().split()} & _NOT_UNITS):
             return match.group(1).strip()
     return text
 
@@ -711,11 +883,96 @@ def _leaf(text: str) -> Any:
         return number
     if core in ("\\infty", "+\\infty", "-\\infty"):
         return Infinite(-1 if core.startswith("-") else 1)
-    if _WORDS_ONLY.fullmatch(text) or _CLOCK_TIME.fullmatch(text):
+    if (tower := _tower(core)) is not None:
+        return tower
+    if (based := _BASED.fullmatch(core)) and core[0].isdigit() and 2 <= int(based.group(2)) <= 36:
+        try:
+            return Based(based.group(1).lower(), int(based.group(2)), int(based.group(1), int(based.group(2))))
+        except ValueError:  # a digit the base does not have: `129_8`
+            return Text(core.lower())
+    if clock := _CLOCK_TIME.fullmatch(text.strip()):
+        return _clock(clock)
+    if _WORDS_ONLY.fullmatch(text):
         return Text(_ARTICLES.sub("", text.lower().strip(" .'")))
     if percent and core and scale == 1:
         return Percent(Expr(core), Expr(f"\\frac{{{core}}}{{100}}"))
     return Expr(core if core and scale == 1 else text)  # units dropped: `12\sqrt{2} cm` -> `12\sqrt{2}`
+
+
+_TOWER = re.compile(r"\d+(?:\^\{?\d+)+\}*")
+_MAX_EXPANDED_DIGITS = 10_000
+
+
+def _tower(text: str) -> Number | Tower | None:
+    """`3^3^3`, `3^{3^{3}}`: expanded to a Number when it has at most 10k digits, else a `Tower`."""
+    squashed = re.sub(r"\s*([\^{}])\s*", r"\1", text)  # a space elsewhere is a product: `2^6 3^5`
+    if "^" not in squashed or _TOWER.fullmatch(squashed) is None:
+        return None
+    if squashed.count("{") != squashed.count("}") or re.search(r"\}[^}]", squashed):
+        return None
+    levels = tuple(int(level.strip("{}")) for level in squashed.split("^"))
+    value = _expand_tower(levels, _MAX_EXPANDED_DIGITS)
+    return Tower(levels) if value is None else Number(Fraction(value), f"{value}")
+
+
+def _expand_tower(levels: tuple[int, ...], max_digits: int) -> int | None:
+    """The value of a right-associative tower, or None when it has more than `max_digits` digits."""
+    value = levels[-1]
+    for base in reversed(levels[:-1]):
+        if base in (0, 1) or value == 0:
+            value = 1 if value == 0 else base
+            continue
+        if value * math.log10(base) > max_digits:
+            return None
+        value = base**value
+    return value
+
+
+def _perfect_power(number: int) -> tuple[int, int]:
+    """(root, k) with root**k == number and root as small as possible."""
+    for k in range(max(number.bit_length(), 1), 1, -1):
+        root = round(number ** (1 / k)) if number.bit_length() < 1000 else _integer_root(number, k)
+        for candidate in (root - 1, root, root + 1):
+            if candidate > 1 and candidate**k == number:
+                return _perfect_power(candidate)[0], k * _perfect_power(candidate)[1]
+    return number, 1
+
+
+def _integer_root(number: int, k: int) -> int:
+    low, high = 1, 1 << (number.bit_length() // k + 1)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if middle**k <= number:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def _towers_equal(pred: Tower | Number, gold: Tower | Number) -> bool:
+    """Exact equality of towers: each is root**exponent with a minimal root, exponents expanded only when small."""
+    forms = []
+    for value in (pred, gold):
+        if isinstance(value, Number):
+            if value.value.denominator != 1 or value.value < 2:
+                return False
+            forms.append(_perfect_power(int(value.value)))
+            continue
+        root, k = _perfect_power(value.levels[0])
+        exponent = _expand_tower(value.levels[1:], 100_000)
+        forms.append((root, None if exponent is None else k * exponent))
+    if forms[0][1] is None or forms[1][1] is None:  # too large even for the exponents: only the same tower
+        return isinstance(pred, Tower) and isinstance(gold, Tower) and pred.levels == gold.levels
+    return forms[0] == forms[1]
+
+
+def _clock(match: re.Match) -> Text:
+    """A clock time in one spelling: `9:05 P.M.` = `21:05` = `21:05:00`."""
+    hours, minutes, seconds, half = match.groups()
+    hours = int(hours)
+    if half is not None:
+        hours = hours % 12 + (12 if half.lower() == "p" else 0)
+    return Text(f"{hours:02d}:{minutes}:{seconds or '00'}")
 
 
 def _split_top_level(text: str, separators: re.Pattern) -> list[str]:
@@ -788,12 +1045,14 @@ def _relation(text: str, depth: int) -> Any:
     lhs = parts[0].strip()
     if not lhs:
         return _parse(parts[-1], depth + 1)
-    value_index = len(parts) - 1
-    for index in range(len(parts) - 1, 0, -1):
-        if index - 1 < len(operators) and operators[index - 1] == "=":
-            value_index = index
-            break
     assignment = _assignable(lhs)
+    approximate = [index for index, operator in enumerate(operators) if operator != "="]
+    if approximate and approximate[0] == 0 and not assignment:  # `\frac{\sqrt3}{3} \approx 0.577` is its exact value
+        return _parse(lhs, depth + 1)
+    if approximate:  # `x = 1/3 \approx 0.33`: the exact value before it
+        value_index = max(approximate[0], 1)
+    else:
+        value_index = len(parts) - 1
     rhs = parts[-1].strip()
     if not assignment and len(parts) == 2 and _assignable(rhs):  # `5 = x`, `2x + 3 = y`
         return Relation(rhs.replace(" ", ""), _parse(lhs, depth + 1), True, text)
@@ -820,6 +1079,8 @@ def _parse(text: str, depth: int = 0) -> Any:
         decimal = _number(f"{whole}.{fraction_digits}")
         return Either((decimal, Sequence("", "", (_leaf(whole), _leaf(fraction_digits)))))
     parts = _split_top_level(text, _SEPARATOR_WORDS)
+    if len(parts) == 1 and len(groups := _split_top_level(text, _SEMICOLON)) > 1:  # `p=5,q=2; p=7,q=2`
+        return Sequence("", "", tuple(_parse_group(group, depth + 1) for group in groups[:_MAX_SEQUENCE_ITEMS]))
     if len(parts) == 1:
         parts = _split_top_level(text, _COMMA)
     parts = [part for part in parts if part.strip()]
@@ -837,16 +1098,28 @@ def _parse(text: str, depth: int = 0) -> Any:
         return relation
     if len(_split_top_level(text, _PLUS_MINUS)) > 1:
         return _plus_minus(text)
-    if choice := _CHOICE.fullmatch(text):  # "(B) 12" answers a multiple-choice gold "B" and a gold "12"
-        return Either((Text(choice.group(1).lower()), _parse(choice.group(2), depth + 1)))
+    if choice := _CHOICE.fullmatch(text):  # "(B) 12", "B. 12" answer a multiple-choice gold "B" and a gold "12"
+        letter, content = choice.group(1) or choice.group(3), choice.group(2) or choice.group(4)
+        return Either((Text(letter.lower()), _parse(content, depth + 1)))
     if enclosed := _enclosing(text):
         opening, inner, closing = enclosed
         items = [part for part in _split_top_level(inner, _COMMA) if part.strip()]
+        if len(items) == 1 and ";" in inner:  # `(0;-2;6)`
+            items = [part for part in _split_top_level(inner, _SEMICOLON) if part.strip()]
         if opening in ("(", "") and len(items) == 1:
             return _parse(inner, depth + 1)
         parsed = tuple(_parse(item, depth + 1) for item in items[:_MAX_SEQUENCE_ITEMS])
         return Sequence(opening, closing, _flatten(parsed) if opening in ("{", "") else parsed)
     return _leaf(text)
+
+
+def _parse_group(text: str, depth: int) -> Any:
+    """One `;`-separated group: several comma-separated values form a tuple (`p=5, q=2` -> (5, 2))."""
+    items = [part for part in _split_top_level(text, _COMMA) if part.strip()]
+    if len(items) == 1:
+        return _parse(text, depth)
+    values = tuple(_parse(item, depth + 1) for item in items[:_MAX_SEQUENCE_ITEMS])
+    return Sequence("(", ")", tuple(value.value if isinstance(value, Relation) else value for value in values))
 
 
 def _flatten(items: tuple) -> tuple:
@@ -855,6 +1128,8 @@ def _flatten(items: tuple) -> tuple:
     for item in items:
         if isinstance(item, Relation) and item.assignment:
             item = item.value
+        if isinstance(item, Either) and isinstance(item.options[-1], Sequence):  # `21,16 or 11`: a list, not 21.16
+            item = item.options[-1]
         if isinstance(item, Sequence) and item.opening == "":
             flat.extend(item.items)
         else:
@@ -898,8 +1173,11 @@ def _symbolic_safe(latex: str) -> bool:
             if closing < 0 or "^" in latex[index + 1 : closing] or "!" in latex[index + 1 : closing]:
                 return False
     for match in _FACTORIAL.finditer(latex):
-        if not match.group(1).isdigit() or int(match.group(1)) > 500:
-            return False
+        if match.group(1).isdigit():
+            if int(match.group(1)) > 500:
+                return False
+        elif not re.search(r"[A-Za-z]", latex[max(0, match.start() - 30) : match.start()]):
+            return False  # `(10^6)!`; a symbolic `(x + 1)!` is cheap
     return not _LONG_NUMBER.search(latex)
 
 
@@ -924,8 +1202,14 @@ def _numbers_equal(pred: Number, gold: Number) -> bool:
 def _fast_leaf_equal(pred: Any, gold: Any) -> bool | None:
     if isinstance(pred, Number) and isinstance(gold, Number):
         return _numbers_equal(pred, gold)
+    if isinstance(pred, Based) or isinstance(gold, Based):
+        return _based_equal(pred, gold)
+    if isinstance(pred, Tower) or isinstance(gold, Tower):
+        return isinstance(pred, Tower | Number) and isinstance(gold, Tower | Number) and _towers_equal(pred, gold)
     if isinstance(pred, Infinite) or isinstance(gold, Infinite):
         return isinstance(pred, Infinite) and isinstance(gold, Infinite) and pred.sign == gold.sign
+    if (letter := _single_letter(pred, gold)) is not None:  # `b` against `a + b - a`: a variable, not a word
+        pred, gold = letter
     if isinstance(pred, Text) or isinstance(gold, Text):
         pred_text = pred.text if isinstance(pred, Text) else _leaf_latex(pred) or ""
         gold_text = gold.text if isinstance(gold, Text) else _leaf_latex(gold) or ""
@@ -938,6 +1222,26 @@ def _fast_leaf_equal(pred: Any, gold: Any) -> bool | None:
     if not (_symbolic_safe(pred_latex) and _symbolic_safe(gold_latex)):
         return False
     return None
+
+
+def _single_letter(pred: Any, gold: Any) -> tuple[Any, Any] | None:
+    """A one-letter Text as an expression when the other side is one (`e` against `\\sum 1/n!`)."""
+    pair = []
+    for value, other in ((pred, gold), (gold, pred)):
+        if isinstance(value, Text) and len(value.text) == 1 and isinstance(other, Expr):
+            value = Expr(value.text)
+        pair.append(value)
+    return (pair[0], pair[1]) if pair != [pred, gold] else None
+
+
+def _based_equal(pred: Any, gold: Any) -> bool:
+    """`101_2` = `5_{10}` = `101_2`; against a bare number only the same digits (the base left out) or base 10."""
+    if isinstance(pred, Based) and isinstance(gold, Based):
+        return pred.value == gold.value
+    based, other = (pred, gold) if isinstance(pred, Based) else (gold, pred)
+    if not isinstance(other, Number) or other.value.denominator != 1:
+        return False
+    return other.latex.lstrip("+") == based.digits or (based.base == 10 and other.value == based.value)
 
 
 def _all(results: list[bool | None]) -> bool | None:
@@ -994,7 +1298,9 @@ def _compare(pred: Any, gold: Any, leaf_equal) -> bool | None:
         return _any([_compare(pred.plain, gold, leaf_equal), _compare(pred.scaled, gold, leaf_equal)])
     if isinstance(pred, Relation) and isinstance(gold, Relation):
         if pred.assignment and gold.assignment:
-            return pred.lhs == gold.lhs and _compare(pred.value, gold.value, leaf_equal)
+            if pred.lhs != gold.lhs and (pred := _as_function_of(pred, gold)) is None:
+                return False
+            return _compare(pred.value, gold.value, leaf_equal)
         if _squash(pred.latex) == _squash(gold.latex):
             return True
         return leaf_equal(Expr(pred.latex), Expr(gold.latex))
@@ -1009,6 +1315,30 @@ def _compare(pred: Any, gold: Any, leaf_equal) -> bool | None:
             return leaf_equal(Expr(_latex_of(pred)), Expr(_latex_of(gold)))
         return _compare_sequences(pred, gold, leaf_equal)
     return leaf_equal(pred, gold)
+
+
+_FUNCTION_HEAD = re.compile(r"([A-Za-z])(?:\(([a-z])\))?")
+
+
+def _function_variable(lhs: str) -> str | None:
+    """The variable of a function written `f(t)` (or `y`, a function of x); None for a plain unknown like `x`."""
+    head = _FUNCTION_HEAD.fullmatch(lhs)
+    if head is None:
+        return None
+    return head.group(2) or ("x" if head.group(1) == "y" else None)
+
+
+def _as_function_of(pred: Relation, gold: Relation) -> Relation | None:
+    """`g(t) = 3t + 1` read as an answer to `y = ...` or `f(x) = ...`: the same function with x for t."""
+    pred_variable, gold_variable = _function_variable(pred.lhs), _function_variable(gold.lhs)
+    if pred_variable is None or gold_variable is None:
+        return None
+    body = _split_top_level(pred.latex, _EQUATION_OPS)[-1]
+    if pred_variable != gold_variable:
+        if re.search(rf"(?<![A-Za-z\\]){gold_variable}(?![A-Za-z])", body):
+            return None
+        body = re.sub(rf"(?<![A-Za-z\\]){pred_variable}(?![A-Za-z])", gold_variable, body)
+    return Relation(gold.lhs, _value(body), True, f"{gold.lhs}={body}")
 
 
 def _latex_of(value: Any) -> str:
@@ -1038,6 +1368,9 @@ def _compare_sequences(pred: Any, gold: Any, leaf_equal) -> bool | None:
         if pred.opening in ("", "{") and len(pred.items) == 1:
             return _compare(pred.items[0], gold, leaf_equal)
         return False
+    if not pred.ordered and not gold.ordered:  # sets: the same item twice is once
+        pred = Sequence(pred.opening, pred.closing, tuple(dict.fromkeys(pred.items)))
+        gold = Sequence(gold.opening, gold.closing, tuple(dict.fromkeys(gold.items)))
     if len(pred.items) != len(gold.items):
         return False
     if not pred.ordered and not gold.ordered:
@@ -1056,7 +1389,9 @@ def _compare_sequences(pred: Any, gold: Any, leaf_equal) -> bool | None:
 
 def _symbolic_leaf_equal(pred: Any, gold: Any) -> bool:
     """Leaf equality with sympy (through math-verify's LaTeX parser), under the same policies as the fast path."""
-    if isinstance(pred, (Text, Infinite)) or isinstance(gold, (Text, Infinite)):
+    if (letter := _single_letter(pred, gold)) is not None:
+        pred, gold = letter
+    if isinstance(pred, Text | Infinite | Based | Tower) or isinstance(gold, Text | Infinite | Based | Tower):
         return bool(_fast_leaf_equal(pred, gold))
     pred_latex, gold_latex = _leaf_latex(pred), _leaf_latex(gold)
     if pred_latex is None or gold_latex is None or not (_symbolic_safe(pred_latex) and _symbolic_safe(gold_latex)):
@@ -1064,7 +1399,6 @@ def _symbolic_leaf_equal(pred: Any, gold: Any) -> bool:
     if _squash(pred_latex) == _squash(gold_latex):
         return True
     import sympy
-    from math_verify import verify
 
     pred_expr, gold_expr = _sympy_parse(pred_latex), _sympy_parse(gold_latex)
     if pred_expr is None or gold_expr is None:
@@ -1079,7 +1413,107 @@ def _symbolic_leaf_equal(pred: Any, gold: Any) -> bool:
             error = sympy.Abs(sympy.N(exact - approximate, 30))
             if error.is_number and 2 * error * 10**places <= 1 + sympy.Rational(1, 10**12):
                 return True
-    return bool(verify(gold_expr, pred_expr, timeout_seconds=None, strict=True, allow_set_relation_comp=True))
+    pred_expr, gold_expr = _exact_forms(pred_expr, gold_expr)
+    return _sympy_equal(pred_expr, gold_expr)
+
+
+def _exact_forms(pred: Any, gold: Any) -> tuple[Any, Any]:
+    """Decimals inside expressions as exact rationals, and `i` as the imaginary unit where it is the only symbol."""
+    import sympy
+
+    forms = []
+    for expr in (pred, gold):
+        floats = expr.atoms(sympy.Float) if hasattr(expr, "atoms") else set()
+        forms.append(expr.xreplace({value: sympy.Rational(str(value)) for value in floats}) if floats else expr)
+    symbols = set().union(*(getattr(expr, "free_symbols", set()) for expr in forms))
+    if {symbol.name for symbol in symbols} == {"i"}:
+        forms = [expr.subs({symbol: sympy.I for symbol in symbols}) for expr in forms]
+    return forms[0], forms[1]
+
+
+def _sympy_equal(pred: Any, gold: Any) -> bool:
+    """Exact equality of two sympy objects: no floating-point tolerance (`1/3^120` is not `1/3^121`), and anything
+    sympy cannot prove equal is unequal."""
+    import sympy
+    from sympy.matrices import MatrixBase
+    from sympy.matrices.expressions import MatrixExpr
+
+    if isinstance(pred, MatrixBase | MatrixExpr) or isinstance(gold, MatrixBase | MatrixExpr):
+        pred, gold = (value.doit() if isinstance(value, MatrixExpr) else value for value in (pred, gold))
+        if not (isinstance(pred, MatrixBase) and isinstance(gold, MatrixBase)) or pred.shape != gold.shape:
+            return False
+        return all(_scalar_equal(p, g) for p, g in zip(pred, gold, strict=True))
+    relational = (sympy.core.relational.Relational, sympy.And)
+    if isinstance(pred, sympy.Set) or isinstance(gold, sympy.Set):
+        pred_set, gold_set = _as_set(pred), _as_set(gold)
+        if pred_set is None or gold_set is None:
+            return False
+        return pred_set == gold_set or (
+            sympy.Complement(pred_set, gold_set) == sympy.S.EmptySet
+            and sympy.Complement(gold_set, pred_set) == sympy.S.EmptySet
+        )
+    if isinstance(pred, relational) or isinstance(gold, relational):
+        return isinstance(pred, relational) and isinstance(gold, relational) and _relations_equal(pred, gold)
+    if not (isinstance(pred, sympy.Expr) and isinstance(gold, sympy.Expr)):
+        return pred == gold
+    return _scalar_equal(pred, gold)
+
+
+def _scalar_equal(pred: Any, gold: Any) -> bool:
+    import sympy
+
+    pred, gold = pred.doit(), gold.doit()  # sums, integrals, limits written out
+    difference = pred - gold
+    if difference == 0:
+        return True
+    if not difference.free_symbols:
+        value = sympy.N(difference, 50)
+        if not value.is_number or (value.is_comparable and abs(value) > sympy.Rational(1, 10**40)):
+            return False
+    return sympy.simplify(difference) == 0 or difference.equals(0) is True
+
+
+def _as_set(value: Any) -> Any:
+    """An interval, union or finite set; a one-variable inequality as its solution set over the reals."""
+    import sympy
+
+    if isinstance(value, sympy.Set):
+        return value
+    if isinstance(value, sympy.core.relational.Relational | sympy.And) and len(value.free_symbols) == 1:
+        return value.as_set()
+    return None
+
+
+def _relations_equal(pred: Any, gold: Any) -> bool:
+    """Equations are equal when one side-difference is a nonzero constant multiple of the other (`3y = 9x - 6` is
+    `y = 3x - 2`); inequalities when they have the same solution set (one variable) or one normalised side-difference
+    is a positive multiple of the other (`-2x > -4` is `x < 2`)."""
+    import sympy
+    from sympy.core.relational import Equality, GreaterThan, LessThan, StrictGreaterThan, StrictLessThan, Unequality
+
+    if isinstance(pred, Equality | Unequality) or isinstance(gold, Equality | Unequality):
+        if type(pred) is not type(gold):
+            return False
+        pred_side, gold_side = pred.lhs - pred.rhs, gold.lhs - gold.rhs
+        if pred_side == 0 or gold_side == 0:
+            return pred_side == gold_side
+        ratio = sympy.simplify(pred_side / gold_side)
+        return bool(ratio.is_number and ratio.is_nonzero and ratio.is_finite)
+    if len(pred.free_symbols | gold.free_symbols) == 1 and pred.free_symbols == gold.free_symbols:
+        return _sympy_equal(_as_set(pred), _as_set(gold))
+    forms = []
+    for relation in (pred, gold):
+        if isinstance(relation, LessThan | StrictLessThan):
+            forms.append((relation.lhs - relation.rhs, isinstance(relation, StrictLessThan)))
+        elif isinstance(relation, GreaterThan | StrictGreaterThan):
+            forms.append((relation.rhs - relation.lhs, isinstance(relation, StrictGreaterThan)))
+        else:
+            return False
+    (pred_side, pred_strict), (gold_side, gold_strict) = forms
+    if pred_strict != gold_strict or gold_side == 0:
+        return False
+    ratio = sympy.simplify(pred_side / gold_side)
+    return bool(ratio.is_number and ratio.is_positive)
 
 
 def _alphanumerics(text: str) -> list[str]:
@@ -1127,13 +1561,11 @@ class _SymbolicWorker:
     """A `python` child that imports sympy/math-verify once and answers one comparison per line of stdin."""
 
     def __init__(self) -> None:
-        package_dir = os.path.dirname(os.path.abspath(__file__))
+        # This package first on the path, so the worker runs this very code; importing `rewards` itself is cheap
+        # (its exports load lazily), so the worker imports only this module, sympy and math-verify.
+        packages_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         boot = (
-            "import sys, types\n"
-            f"sys.path.insert(0, {os.path.dirname(package_dir)!r})\n"
-            "package = types.ModuleType('rewards')\n"
-            f"package.__path__ = [{package_dir!r}]\n"
-            "sys.modules['rewards'] = package\n"
+            f"import sys; sys.path.insert(0, {packages_dir!r})\n"
             "from rewards.math import _serve_symbolic_requests\n"
             "_serve_symbolic_requests()\n"
         )
@@ -1416,15 +1848,18 @@ class MathAnswerReward:
 
     def _golds(self, count: int, columns: dict) -> list:
         names = [self.gold_column] if self.gold_column else ["answer", "solution"]
+        checked = {name: _column(name, columns.get(name), count) for name in names}
         golds = []
         for index in range(count):
             gold = None
             for name in names:
-                column = columns.get(name)
-                value = column[index] if column is not None and index < len(column) else None
-                if value is not None and value == value and str(value).strip():  # `value == value`: not NaN
-                    gold = str(value)
-                    break
+                column = checked[name]
+                value = column[index] if column is not None else None
+                if value is not None and value == value:  # `value == value`: not NaN
+                    text = _as_text(value, f"{name}[{index}]")
+                    if text.strip():
+                        gold = text
+                        break
             golds.append(gold)
         return golds
 
@@ -1446,8 +1881,14 @@ class MathAnswerReward:
             return 0.0
 
     def __call__(self, completions: list, **kwargs) -> list[float | None]:
+        if isinstance(completions, str | bytes) or not isinstance(completions, list | tuple):
+            raise TypeError(
+                f"completions must be a list of completions (strings or chat-message lists), as TRL passes them; "
+                f"got {type(completions).__name__}"
+            )
+        texts = [_completion(completion, index) for index, completion in enumerate(completions)]
         golds = self._golds(len(completions), kwargs)
-        return [self.score(completion, gold) for completion, gold in zip(completions, golds, strict=True)]
+        return [self.score(text, gold) for text, gold in zip(texts, golds, strict=True)]
 
 
 def make_math_answer_reward(
@@ -1464,6 +1905,37 @@ def make_math_answer_reward(
     if name is None:
         name = "math_answer_reward" + (f"_{gold_column}" if gold_column else "") + ("_strict" if strict else "")
     return MathAnswerReward(gold_column=gold_column, strict=strict, timeout=timeout, name=name)
+
+
+def _column(name: str, column: Any, count: int) -> Any:
+    """A gold column as TRL passes it: a list (or tuple) with one value per completion, or absent."""
+    if column is None:
+        return None
+    if isinstance(column, str | bytes) or not isinstance(column, list | tuple):
+        raise TypeError(
+            f"{name} must be a list with one gold answer per completion (a dataset column, as TRL passes it); "
+            f"got {type(column).__name__}"
+        )
+    if len(column) != count:
+        raise ValueError(f"{name} has {len(column)} values for {count} completions; pass one gold per completion")
+    return column
+
+
+def _as_text(value: Any, name: str) -> str:
+    try:
+        return value if isinstance(value, str) else str(value)
+    except Exception as error:
+        raise TypeError(f"{name} is a {type(value).__name__} whose str() fails ({error}); pass a string") from error
+
+
+def _completion(completion: Any, index: int) -> str:
+    try:
+        return completion_text(completion)
+    except Exception as error:
+        raise TypeError(
+            f"completions[{index}] is a {type(completion).__name__} that cannot be read as text ({error}); pass a "
+            f"string or a list of chat messages"
+        ) from error
 
 
 _DEFAULT_REWARD = MathAnswerReward()
