@@ -157,7 +157,7 @@ def test_critic_warmup_trains_only_the_critic(model_dir, dataset, tmp_path):
     )
     batch = rollout(trainer, dataset)
     policy, critic = policy_and_critic_grads(trainer, batch)
-    assert all(g.abs().sum() == 0 for g in policy.values())
+    assert policy == {}  # no gradient at all, not zeros: the optimizer skips the policy's weights and their state
     assert all(g.abs().sum() > 0 for g in critic)
     trainer.state.global_step = 1
     policy, _ = policy_and_critic_grads(trainer, batch)
@@ -215,3 +215,57 @@ def test_completion_scores_weight_rewards_and_penalise_missing_eos():
     assert scorable.tolist() == [True, True, False]
     scores, _ = completion_scores(rewards, torch.tensor([1.0, 2.0]), completion_ids, completion_mask, [eos], None)
     torch.testing.assert_close(scores, torch.tensor([2.0, 1.0, 0.0]))
+
+
+@pytest.mark.parametrize("kl_coef", [0.0, 0.05])
+def test_planner_estimate_matches_the_tensors_ppo_holds(model_dir, dataset, tmp_path, kl_coef):
+    """The planner plans what PPOTrainer builds: the policy, a value head, and a reference copy only at kl_coef > 0."""
+    from trl import ModelConfig
+
+    from trl_ext.platform import detect_platform
+    from trl_ext.presets import estimate_run
+    from trl_ext.progress import held_tensor_bytes
+
+    trainer = make_trainer(model_dir, dataset, tmp_path, kl_coef=kl_coef, max_steps=1)
+    trainer.train()
+    held = held_tensor_bytes(trainer)
+    estimate = estimate_run(str(model_dir), "ppo", trainer.args, ModelConfig(), detect_platform())
+    assert estimate.phase == "train"
+    model_states = ("weights", "gradients", "optimizer", "reference_model", "value_head")
+    planned = sum(estimate.breakdown.get(name, 0) for name in model_states)
+    assert ("reference_model" in estimate.breakdown) == (kl_coef > 0) == (trainer.ref_model is not None)
+    assert abs(planned - held["total"]) / held["total"] < 0.15, (planned, held)
+
+
+def test_critic_warmup_leaves_the_policy_schedule_and_optimizer_state_alone(model_dir, dataset, tmp_path):
+    """Two critic-only steps, then the policy's first update at the schedule's first learning rate, with Adam's
+    state for the policy's weights starting at that update."""
+    from transformers import TrainerCallback
+
+    class Watch(TrainerCallback):
+        def __init__(self):
+            self.rates, self.policy_steps, self.weights = [], [], []
+
+        def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
+            policy_group, critic_group = trainer.optimizer.param_groups[0], trainer.optimizer.param_groups[-1]
+            self.rates.append((policy_group["lr"], critic_group["lr"]))
+            self.weights.append(next(trainer.model.parameters()).detach().clone())
+
+        def on_optimizer_step(self, args, state, control, **kwargs):
+            first = next(trainer.model.parameters())
+            self.policy_steps.append(int(trainer.optimizer.state.get(first, {}).get("step", 0)))
+
+    trainer = make_trainer(
+        model_dir, dataset, tmp_path, kl_coef=0.0, critic_warmup_steps=2, max_steps=4, lr_scheduler_type="linear"
+    )
+    watch = Watch()
+    trainer.add_callback(watch)
+    head_before = trainer.value_head.summary.weight.detach().clone()
+    trainer.train()
+    lr, critic_lr = trainer.args.learning_rate, trainer.args.critic_learning_rate
+    assert watch.rates[0][1] == watch.rates[1][1] == critic_lr  # the critic warms up at its own rate
+    assert watch.rates[2] == (lr, critic_lr)  # the policy's first update at the schedule's start, not halfway down it
+    assert watch.rates[3][0] == pytest.approx(lr / 2)  # then the linear decay over the two policy steps
+    assert watch.policy_steps == [0, 0, 1, 2]  # Adam's step count for the policy starts at its first update
+    assert torch.equal(watch.weights[0], watch.weights[2])  # untouched by the warm-up
+    assert not torch.equal(trainer.value_head.summary.weight, head_before)

@@ -68,7 +68,7 @@ def test_auto_order_prefers_full_then_lora_then_qlora():
 def test_qlora_presets_build_bitsandbytes_and_lora_configs(name):
     preset = for_platform(PRESETS[name], gpu(24))
     training_args, model_args = configs()
-    preset.apply(training_args, model_args, explicit=set())
+    preset.apply(training_args, model_args, explicit=set(), method="grpo")
     quantization = get_quantization_config(model_args)
     assert isinstance(quantization, BitsAndBytesConfig)
     assert quantization.load_in_4bit and quantization.bnb_4bit_quant_type == "nf4"
@@ -82,7 +82,7 @@ def test_qlora_presets_build_bitsandbytes_and_lora_configs(name):
 def test_lora_preset_on_fp16_gpu_uses_fp16():
     preset = for_platform(PRESETS["lora-16gb"], gpu(16, arch="sm_75", bf16=False))
     training_args, model_args = configs()
-    preset.apply(training_args, model_args, explicit=set())
+    preset.apply(training_args, model_args, explicit=set(), method="grpo")
     assert (training_args.bf16, training_args.fp16, model_args.dtype) == (False, True, "float16")
     assert get_quantization_config(model_args) is None and isinstance(get_peft_config(model_args), LoraConfig)
 
@@ -90,7 +90,7 @@ def test_lora_preset_on_fp16_gpu_uses_fp16():
 def test_full_preset_keeps_fp32_weights_and_no_peft():
     preset = for_platform(PRESETS["full-24gb"], gpu(24))
     training_args, model_args = configs()
-    preset.apply(training_args, model_args, explicit=set())
+    preset.apply(training_args, model_args, explicit=set(), method="grpo")
     assert model_args.dtype == "float32" and not model_args.use_peft and not model_args.load_in_4bit
     assert training_args.bf16 and training_args.mixed_precision == "bf16"
 
@@ -99,7 +99,7 @@ def test_apply_sets_grpo_fields_and_rederives_generation_batch():
     preset = for_platform(PRESETS["full-48gb"], gpu(48))
     training_args, model_args = configs(per_device_train_batch_size=2, num_generations=2)
     assert training_args.generation_batch_size == 2
-    preset.apply(training_args, model_args, explicit=set())
+    preset.apply(training_args, model_args, explicit=set(), method="grpo")
     assert training_args.per_device_train_batch_size == 16
     assert training_args.gradient_accumulation_steps == 4
     assert training_args.steps_per_generation == 4 and training_args.generation_batch_size == 64
@@ -116,7 +116,7 @@ def test_explicit_values_win_over_the_preset():
     model_args.lora_r = 4
     explicit = {"per_device_train_batch_size", "max_completion_length", "lora_r", "gradient_checkpointing"}
     training_args.gradient_checkpointing = training_args.activation_checkpointing = False
-    preset.apply(training_args, model_args, explicit)
+    preset.apply(training_args, model_args, explicit, method="grpo")
     assert training_args.per_device_train_batch_size == 2
     assert training_args.max_completion_length == 100
     assert training_args.num_generations == 4  # not explicit: the preset's
@@ -128,14 +128,14 @@ def test_explicit_values_win_over_the_preset():
 def test_explicit_precision_keeps_both_flags():
     preset = for_platform(PRESETS["lora-16gb"], gpu(16))
     training_args, model_args = configs(fp16=False, bf16=False)
-    preset.apply(training_args, model_args, explicit={"fp16"})
+    preset.apply(training_args, model_args, explicit={"fp16"}, method="grpo")
     assert not training_args.bf16 and not training_args.fp16
 
 
 def test_explicit_generation_batch_size_is_kept():
     preset = for_platform(PRESETS["lora-16gb"], gpu(16))
     training_args, model_args = configs(generation_batch_size=64)
-    preset.apply(training_args, model_args, explicit={"generation_batch_size"})
+    preset.apply(training_args, model_args, explicit={"generation_batch_size"}, method="grpo")
     assert training_args.generation_batch_size == 64 and training_args.steps_per_generation == 8
 
 
@@ -144,7 +144,10 @@ def test_conflict_names_the_preset():
     training_args, model_args = configs(per_device_train_batch_size=3, num_generations=3)
     with pytest.raises(ValueError, match="Preset 'qlora-8gb'.*divisible"):
         preset.apply(
-            training_args, model_args, explicit={"per_device_train_batch_size", "gradient_accumulation_steps"}
+            training_args,
+            model_args,
+            explicit={"per_device_train_batch_size", "gradient_accumulation_steps"},
+            method="grpo",
         )
 
 
@@ -152,7 +155,7 @@ def test_conflict_names_the_preset():
 def test_apply_sets_only_fields_the_config_has(config_class):
     preset = for_platform(PRESETS["lora-24gb"], gpu(24))
     training_args, model_args = configs(config_class)
-    preset.apply(training_args, model_args, explicit=set())
+    preset.apply(training_args, model_args, explicit=set(), method="grpo")
     assert training_args.max_length == preset.prompt_length + preset.completion_length
     assert training_args.per_device_train_batch_size == preset.micro_batch
     assert not hasattr(training_args, "num_generations")
@@ -161,7 +164,7 @@ def test_apply_sets_only_fields_the_config_has(config_class):
 def test_model_init_kwargs_dtype_follows_the_preset():
     preset = for_platform(PRESETS["lora-16gb"], gpu(16))
     training_args, model_args = configs(model_init_kwargs={"dtype": "float32", "revision": "main"})
-    preset.apply(training_args, model_args, explicit=set())
+    preset.apply(training_args, model_args, explicit=set(), method="grpo")
     assert training_args.model_init_kwargs == {"dtype": "bfloat16", "revision": "main"}
 
 
@@ -172,7 +175,7 @@ def test_cpu_preset_keeps_the_embedded_default_settings():
         bf16=False, per_device_train_batch_size=32, num_generations=8, max_completion_length=48, learning_rate=1e-4
     )
     before = dataclasses.asdict(training_args)
-    preset.apply(training_args, model_args, explicit={"per_device_train_batch_size", "learning_rate"})
+    preset.apply(training_args, model_args, explicit={"per_device_train_batch_size", "learning_rate"}, method="grpo")
     after = dataclasses.asdict(training_args)
     changed = {key for key in before if before[key] != after[key]}
     assert changed == {"gradient_checkpointing", "activation_checkpointing"}  # TRL turns it on; fp32 CPU runs don't
@@ -256,7 +259,7 @@ def test_estimate_of_the_configured_run_matches_the_preset(model_dir, name, meth
     path = model_dir(QWEN25_05B)
     preset = resolve_preset(name, path, method, platform)
     training_args, model_args = configs(config_class)
-    preset.apply(training_args, model_args, explicit=set())
+    preset.apply(training_args, model_args, explicit=set(), method=method)
     assert estimate_run(path, method, training_args, model_args, platform) == preset.estimate
 
 
@@ -265,7 +268,24 @@ def test_estimate_of_the_configured_run_follows_user_values(model_dir):
     path = model_dir(QWEN25_05B)
     preset = resolve_preset("full-24gb", path, "grpo", platform)
     training_args, model_args = configs(max_completion_length=2048, beta=0.04)
-    preset.apply(training_args, model_args, explicit={"max_completion_length", "beta"})
+    preset.apply(training_args, model_args, explicit={"max_completion_length", "beta"}, method="grpo")
     estimate = estimate_run(path, "grpo", training_args, model_args, platform)
     assert estimate.breakdown["reference_model"] == estimate.breakdown["weights"]  # beta > 0: a frozen copy
     assert estimate.peak_bytes > preset.estimate.peak_bytes
+
+
+@pytest.mark.parametrize("name", ["lora-24gb", "full-80gb"])
+def test_presets_leave_the_group_size_of_ppo_and_raft_alone(name):
+    from trl_ext import PPOConfig, RAFTConfig
+
+    preset = for_platform(PRESETS[name], gpu(80))
+    ppo_args, model_args = configs(PPOConfig, per_device_train_batch_size=4)
+    preset.apply(ppo_args, model_args, explicit=set(), method="ppo")
+    assert ppo_args.num_generations == 1  # PPO samples one completion per prompt: its critic is the baseline
+    assert ppo_args.per_device_train_batch_size == preset.micro_batch  # the memory settings still apply
+    raft_args, model_args = configs(RAFTConfig, num_generations=4)
+    preset.apply(raft_args, model_args, explicit=set(), method="raft")
+    assert raft_args.num_generations == 4
+    grpo_args, model_args = configs()
+    preset.apply(grpo_args, model_args, explicit=set(), method="grpo")
+    assert grpo_args.num_generations == preset.num_generations

@@ -2,8 +2,8 @@
 
 The estimate adds up what TRL 1.16 keeps on a device, phase by phase:
 
-- training: weights, gradients, optimizer state, frozen copies (reference, critic), activations, the LM head's
-  buffers, and vLLM's share when it stays awake;
+- training: weights, gradients, optimizer state, frozen copies (the KL reference, a distillation teacher), PPO's
+  value head, activations, the LM head's buffers, and vLLM's share when it stays awake;
 - generation: weights, optimizer state (gradients are freed after each step), frozen copies, and the KV cache of
   `model.generate` or vLLM's share.
 
@@ -41,6 +41,8 @@ VLLM_OVERHEAD = int(1.5 * GIB)
 # TRL's fused LM head projects up to 4096 tokens onto 32768 vocabulary entries at a time, into one reused buffer
 # (trl/kernels/chunked_logprob.py).
 LM_HEAD_TOKENS, LM_HEAD_VOCAB = 4096, 32768
+# PPO's critic is one fp32 linear layer on the policy's hidden states: weights, gradient and two AdamW moments.
+VALUE_HEAD_BYTES_PER_PARAM = 16
 
 
 @dataclass(frozen=True)
@@ -205,7 +207,7 @@ class TrainingSetup:
     generation: str = "hf"
     vllm_gpu_memory_utilization: float = 0.3
     device_memory: int = 0  # bytes of the device; vLLM's share is a fraction of it
-    reference_model: bool | None = None  # None: the method's default (DPO and PPO keep one under full fine-tuning)
+    reference_model: bool | None = None  # None: the method's default (DPO, and PPO at kl_coef > 0, keep one)
     sharding: str = "none"
     num_shards: int = 1
     fused_lm_head: bool = True
@@ -356,12 +358,8 @@ def estimate_peak(shape: ModelShape, setup: TrainingSetup) -> MemoryEstimate:
         persistent["reference_model"] = persistent["weights"]
     if setup.method == "distill":  # the teacher: a separate frozen model, planned at the student's size
         persistent["teacher_model"] = persistent["weights"]
-    if setup.method == "ppo":  # a critic as large as the policy: a second model, or a second adapter
-        if full:
-            persistent["critic"] = persistent["weights"] + persistent["optimizer"]
-            transient["critic_transient"] = sum(transient.values())
-        else:
-            persistent["critic_adapters"] = persistent["adapters"]
+    if setup.method == "ppo":  # the critic is a value head on the policy's hidden states (trl_ext.value_head)
+        persistent["value_head"] = VALUE_HEAD_BYTES_PER_PARAM * (shape.hidden_size + 1)
 
     pairs = 2 if setup.method == "dpo" else 1
     tokens = setup.micro_batch * setup.sequence_length * pairs

@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 from accelerate.utils import is_peft_model
@@ -66,6 +66,31 @@ class _ZeroValueHeadGradients(TrainerCallback):
 
     def on_optimizer_step(self, args, state, control, **kwargs):
         self.value_head.zero_grad(set_to_none=True)
+
+
+class ScheduleAfterCriticWarmup:
+    """An LR scheduler that starts once the critic warm-up is over.
+
+    `Trainer` steps its scheduler after every optimizer step, warm-up steps included, which would spend part of the
+    policy's schedule (its LR warm-up, say) before the policy's first update. This one holds the schedule during the
+    `warmup_steps` critic-only steps, runs the value head's group at `critic_lr` meanwhile, and hands it back to the
+    schedule when the policy starts. Everything else is the wrapped scheduler's.
+    """
+
+    def __init__(self, scheduler, critic_group: dict, critic_lr: float, warmup_steps: int, state):
+        self.scheduler, self.critic_group, self.warmup_steps, self.state = scheduler, critic_group, warmup_steps, state
+        self._scheduled_critic_lr = critic_group["lr"]
+        critic_group["lr"] = critic_lr
+
+    def step(self, *args, **kwargs) -> None:
+        completed = self.state.global_step + 1  # `Trainer` counts the optimizer step just taken after this call
+        if completed == self.warmup_steps:  # the next step is the policy's first: the schedule starts there
+            self.critic_group["lr"] = self._scheduled_critic_lr
+        elif completed > self.warmup_steps:
+            self.scheduler.step(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self.scheduler, name)
 
 
 class PPOTrainer(GRPOTrainer):
@@ -140,6 +165,20 @@ class PPOTrainer(GRPOTrainer):
         if not any(p is q for group in optimizer.param_groups for p in group["params"] for q in head):
             optimizer.add_param_group({"params": head, "lr": self.args.critic_learning_rate, "weight_decay": 0.0})
         return optimizer
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        """The LR schedule over the steps after the critic warm-up, which it does not advance."""
+        warmup = self.args.critic_warmup_steps
+        if self.lr_scheduler is not None or warmup == 0:
+            return super().create_scheduler(num_training_steps, optimizer)
+        scheduler = super().create_scheduler(max(num_training_steps - warmup, 1), optimizer)
+        head = list(self.value_head.parameters())
+        groups = (optimizer or self.optimizer).param_groups
+        critic_group = next(g for g in groups if any(p is q for p in g["params"] for q in head))
+        self.lr_scheduler = ScheduleAfterCriticWarmup(
+            scheduler, critic_group, self.args.critic_learning_rate, warmup, self.state
+        )
+        return self.lr_scheduler
 
     def _clip_grad_norm(self, model):
         """Clip the policy's and the critic's gradients separately, so that value errors never shrink policy steps."""
@@ -259,16 +298,20 @@ class PPOTrainer(GRPOTrainer):
     # -- loss ------------------------------------------------------------------------------------------------------
 
     def _compute_loss(self, model, inputs):
-        """GRPO's clipped policy loss on PPO's advantages, plus `vf_coef` times the clipped value loss."""
-        with self._hidden_states.capture() as hidden_states:
+        """GRPO's clipped policy loss on PPO's advantages, plus `vf_coef` times the clipped value loss.
+
+        During the critic warm-up the policy's forward builds no graph: its weights get no gradient, so the optimizer
+        leaves them and their state (Adam's step count and moments) alone, and only the value loss is returned.
+        """
+        mode = "train" if self.model.training else "eval"
+        warming_up = mode == "train" and self.state.global_step < self.args.critic_warmup_steps
+        with self._hidden_states.capture() as hidden_states, torch.no_grad() if warming_up else nullcontext():
             policy_loss = super()._compute_loss(model, inputs)
         if len(hidden_states) != 1:
             raise RuntimeError(
                 f"GRPOTrainer._compute_loss ran the backbone {len(hidden_states)} times for one micro-batch; "
                 "PPOTrainer reads the critic's hidden states from its single forward (has TRL changed?)"
             )
-        mode = "train" if self.model.training else "eval"
-        warming_up = mode == "train" and self.state.global_step < self.args.critic_warmup_steps
         states = hidden_states[0]
         if warming_up or not self.args.value_loss_trains_policy:
             states = states.detach()
@@ -288,7 +331,7 @@ class PPOTrainer(GRPOTrainer):
         self._metrics[mode]["critic/vf_loss"].append((totals[0] / tokens.clamp(min=1)).item())
         self._metrics[mode]["critic/vf_clipfrac"].append((totals[1] / tokens.clamp(min=1)).item())
         if warming_up:
-            policy_loss = policy_loss * 0.0
+            return self.args.vf_coef * value_loss
         return policy_loss + self.args.vf_coef * value_loss
 
     # -- checkpoints -----------------------------------------------------------------------------------------------

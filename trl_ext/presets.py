@@ -32,6 +32,7 @@ VLLM_MAX_UTILIZATION = 0.9
 # prompts, so the cap leaves room for prompts well past the planner's assumption.
 VLLM_PROMPT_ALLOWANCE = 1024
 MODE_RANK = {"qlora": 0, "lora": 1, "full": 2}
+GROUP_METHODS = ("grpo", "rloo")  # the methods whose group size a preset sets
 # Names that mean the same field in TRL configs (transformers 5 renamed gradient_checkpointing).
 FIELD_ALIASES = [{"gradient_checkpointing", "activation_checkpointing"}, {"bf16", "fp16"}]
 
@@ -49,7 +50,7 @@ class Preset:
     mode: str = field(metadata={"help": "full (fp32 weights + AdamW), lora (bf16 base) or qlora (NF4 base)."})
     micro_batch: int = field(metadata={"help": "per_device_train_batch_size: sequences (DPO: pairs) per step."})
     gradient_accumulation: int = field(metadata={"help": "gradient_accumulation_steps."})
-    num_generations: int = field(metadata={"help": "Completions per prompt (GRPO, RLOO)."})
+    num_generations: int = field(metadata={"help": "Completions per prompt (GRPO and RLOO only)."})
     prompt_length: int = field(metadata={"help": "Prompt tokens assumed by the planner; max_length adds it."})
     completion_length: int = field(metadata={"help": "max_completion_length."})
     lora_r: int = field(default=0, metadata={"help": "LoRA rank (lora, qlora)."})
@@ -97,8 +98,12 @@ class Preset:
             num_shards=num_shards,
         )
 
-    def training_values(self) -> dict:
-        """Values for a TRL training config; `apply` keeps those the config has."""
+    def training_values(self, method: str) -> dict:
+        """Values for `method`'s TRL training config; `apply` keeps those the config has.
+
+        The group size (`num_generations`) is GRPO's and RLOO's: PPO samples one completion per prompt by design, and
+        RAFT's and DPO rounds' K belongs to their algorithm, not to the memory budget.
+        """
         values = {
             "bf16": self.precision == "bf16",
             "fp16": self.precision == "fp16",
@@ -110,10 +115,11 @@ class Preset:
             values |= {
                 "per_device_train_batch_size": self.micro_batch,
                 "gradient_accumulation_steps": self.gradient_accumulation,
-                "num_generations": self.num_generations,
                 "max_completion_length": self.completion_length,
                 "max_length": self.prompt_length + self.completion_length,
             }
+            if method in GROUP_METHODS:
+                values["num_generations"] = self.num_generations
         if self.use_vllm:
             values |= {
                 "vllm_mode": "colocate",
@@ -138,8 +144,8 @@ class Preset:
             values |= {"bnb_4bit_quant_type": "nf4", "use_bnb_nested_quant": True}
         return values
 
-    def apply(self, training_args, model_args, explicit: set[str]) -> None:
-        """Set this preset's values on a TRL training config and a `trl.ModelConfig`, in place.
+    def apply(self, training_args, model_args, explicit: set[str], method: str) -> None:
+        """Set this preset's values for `method` on a TRL training config and a `trl.ModelConfig`, in place.
 
         Fields named in `explicit` (set on the command line or in YAML) keep their value, and so do their aliases
         (`gradient_checkpointing`/`activation_checkpointing`, `bf16`/`fp16`). Both configs are rebuilt through their
@@ -149,7 +155,7 @@ class Preset:
         for group in FIELD_ALIASES:
             if explicit & group:
                 explicit |= group
-        update_config(training_args, self.training_values(), explicit, f"Preset {self.name!r}")
+        update_config(training_args, self.training_values(method), explicit, f"Preset {self.name!r}")
         model_updates = self.model_values()
         # TRL recipes pass model_init_kwargs to the trainer after the ModelConfig's dtype: keep them consistent
         if "dtype" not in explicit and getattr(training_args, "model_init_kwargs", None):
@@ -337,6 +343,8 @@ def setup_from_configs(
     reference = None
     if method in ("grpo", "rloo"):  # RLOO's beta is GRPO's: the KL coefficient, a reference model when non-zero
         reference = training_args.beta != 0
+    elif method == "ppo":  # PPOTrainer copies the initial policy as its KL reference only when kl_coef > 0
+        reference = training_args.kl_coef > 0
     elif method == "dpo":
         reference = not training_args.precompute_ref_log_probs
     sharding, num_shards = sharding_from_env()

@@ -581,7 +581,7 @@ def prepare_run(
     system_prompt = default_prompt if script_args.system_prompt is None else script_args.system_prompt
 
     preset = resolve_preset(script_args.preset, model_args.model_name_or_path, method)
-    preset.apply(training_args, model_args, explicit)
+    preset.apply(training_args, model_args, explicit, method)
     without_kernels = hub_kernel_kwargs()
     if without_kernels and not (training_args.model_init_kwargs or {}).get("use_kernels"):
         print_on_main(
