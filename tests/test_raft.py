@@ -310,3 +310,20 @@ def test_per_cycle_metrics_reach_wandb_with_steps_counted_across_cycles(model_di
     steps = [row["train/global_step"] for row in history if "train/loss" in row]
     assert steps == sorted(steps) and len(set(steps)) == len(steps)  # the second SFT phase continues the count
     assert cycles[-1]["train/global_step"] == trainer.state.global_step + cycles[0]["train/global_step"]
+
+
+def test_by_default_raft_never_fine_tunes_on_a_rejected_sample(model_dir, tmp_path):
+    """best_of_k without min_reward: prompts whose samples the verifier all rejected (0.0) give no training sample."""
+
+    def verdict(completions, **kwargs):  # odd lengths "pass"; every sample of the first prompt fails
+        return [0.0 if i < 4 else float(len(c[0]["content"]) % 2) for i, c in enumerate(completions)]
+
+    trainer = trainer_for(model_dir, tmp_path / "run", reward=verdict, num_cycles=1, drop_duplicates=False)
+    assert trainer.args.min_reward is None and trainer.args.selection_floor > trainer.args.worst_reward == 0.0
+    trainer.train()
+    samples = SampleSet.load(tmp_path / "run" / "checkpoint-1" / "samples.parquet")
+    selected = read_parquet(tmp_path / "run" / "checkpoint-1" / "selected.parquet")
+    assert selected["reward"] and min(selected["reward"]) > 0.0  # only samples the verifier accepted
+    prompts_with_a_pass = int((np.nan_to_num(samples.rewards()) > 0).any(axis=1).sum())
+    assert len(selected["reward"]) == prompts_with_a_pass  # best of K among passing samples, none elsewhere
+    assert 0 not in selected["prompt_index"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 from transformers.trainer_utils import SaveStrategy
 from trl import SFTConfig
 
@@ -36,7 +37,11 @@ class RAFTConfig(SampledRoundsConfig, SFTConfig):
             at most `max_per_prompt` per prompt) or `"top_fraction"` (the best `top_fraction` of the cycle's samples).
         min_reward (`float`, *optional*):
             Samples below this reward are never selected, whatever the strategy. With a 0/1 verifier, 1.0 keeps
-            prompts with no correct sample out of training instead of teaching their least-bad wrong answer.
+            prompts with no correct sample out of training instead of teaching their least-bad wrong answer. Unset,
+            a sample must score above `worst_reward`: RAFT never fine-tunes on a sample the verifier rejected.
+        worst_reward (`float`, *optional*, defaults to `0.0`):
+            The lowest reward the reward functions give, a verifier's rejection (0.0 for the `rewards` package's
+            verifiers). Used as the selection floor, exclusive, when `min_reward` is unset.
         reward_threshold (`float`, *optional*):
             tau for `selection="threshold"`.
         max_per_prompt (`int`, *optional*):
@@ -84,7 +89,14 @@ class RAFTConfig(SampledRoundsConfig, SFTConfig):
         default=None,
         metadata={
             "help": "Samples below this reward are never selected. With a 0/1 verifier, 1.0 keeps prompts with no "
-            "correct sample out of training."
+            "correct sample out of training. Unset: only samples scoring above worst_reward (never a rejected one)."
+        },
+    )
+    worst_reward: float = field(
+        default=0.0,
+        metadata={
+            "help": "The lowest reward the reward functions give, a verifier's rejection (0.0 for the rewards "
+            "package's verifiers): the exclusive selection floor when min_reward is unset."
         },
     )
     reward_threshold: float | None = field(
@@ -96,6 +108,11 @@ class RAFTConfig(SampledRoundsConfig, SFTConfig):
     top_fraction: float = field(
         default=0.2, metadata={"help": "Share of the cycle's samples kept by selection='top_fraction'."}
     )
+
+    @property
+    def selection_floor(self) -> float:
+        """The lowest reward a selected sample may have: `min_reward`, else just above `worst_reward`."""
+        return self.min_reward if self.min_reward is not None else float(np.nextafter(self.worst_reward, np.inf))
 
     def __post_init__(self):
         super().__post_init__()

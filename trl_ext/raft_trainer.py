@@ -109,7 +109,7 @@ class RAFTTrainer(SampledRoundsTrainer, SFTTrainer):
                 tau=args.reward_threshold,
                 max_per_prompt=args.max_per_prompt,
                 fraction=args.top_fraction,
-                min_reward=args.min_reward,
+                min_reward=args.selection_floor,
                 tie_break=args.tie_break,
                 lengths=samples.lengths,
             )
