@@ -1908,10 +1908,11 @@ def make_math_answer_reward(
 
 
 def _column(name: str, column: Any, count: int) -> Any:
-    """A gold column as TRL passes it: a list (or tuple) with one value per completion, or absent."""
+    """A gold column as TRL passes it: a sequence (a list, or a `datasets` column) with one value per completion."""
     if column is None:
         return None
-    if isinstance(column, str | bytes) or not isinstance(column, list | tuple):
+    sized = hasattr(column, "__len__") and hasattr(column, "__getitem__")
+    if isinstance(column, str | bytes | dict) or not sized:
         raise TypeError(
             f"{name} must be a list with one gold answer per completion (a dataset column, as TRL passes it); "
             f"got {type(column).__name__}"

@@ -114,3 +114,20 @@ def test_recipe_end_to_end_on_tiny_models(tiny_model_dir, student_dir, tmp_path)
     assert results["method"] == "distill"
     assert {"eval/teacher/accuracy", "eval/before/accuracy", "eval/after/accuracy"} <= set(results)
     assert (output_dir / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_recipe_honours_the_common_budget_progress_and_evaluation_flags(tiny_model_dir, student_dir, tmp_path):
+    output_dir = tmp_path / "run"
+    args = ["--model_name_or_path", str(student_dir), "--teacher_model_name_or_path", str(tiny_model_dir)]
+    args += ["--max_steps", "50", "--per_device_train_batch_size", "8", "--max_completion_length", "16"]
+    args += ["--budget_tokens", "1", "--progress_eval_seconds", "1000", "--progress_eval_problems", "8"]
+    args += ["--eval_before", "false", "--eval_num_problems", "16", "--output_dir", str(output_dir)]
+    result = launch_recipe("distill_gsm8k.py", [*args, "--report_to", "none"])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    progress = json.loads((output_dir / "progress.json").read_text())
+    assert progress["budget_exhausted"] and progress["points"][-1]["step"] == 1  # the first step's tokens spent it
+    assert progress["generated_tokens"] > 0
+    results = json.loads((output_dir / "eval_results.json").read_text())
+    assert "eval/before/accuracy" not in results and "eval/after/accuracy" in results  # --eval_before false
+    assert results["processes"]["optimizer_steps"] == [1]

@@ -87,3 +87,27 @@ def test_local_model_on_real_gsm8k_rows(embedded_model_dir, gsm8k_sample_path, t
     )
     assert "Running the embedded default" not in log
     assert "held-out accuracy after:" in log and "(16 problems" in log
+
+
+@pytest.mark.parametrize("reward", ["trl.rewards.accuracy_reward", "reward_helpers.async_answer_reward"])
+def test_trl_and_async_rewards_train_and_evaluate(embedded_model_dir, gsm8k_sample_path, tmp_path, reward):
+    """TRL's conversational `accuracy_reward` (it reads `completion[0]["content"]` and a `solution` column) and an
+    async reward score training and the held-out evaluation alike."""
+    rows = [json.loads(line) for line in gsm8k_sample_path.read_text().splitlines()]
+    data = tmp_path / "gsm8k_with_solution.jsonl"
+    data.write_text(
+        "".join(json.dumps(row | {"solution": row["answer"].rsplit("####", 1)[1].strip()}) + "\n" for row in rows)
+    )
+    log = launch(
+        ["--model_name_or_path", str(embedded_model_dir), "--dataset_name", str(data), "--reward_funcs", reward]
+        + ["--max_steps", "2", "--per_device_train_batch_size", "8", "--num_generations", "4", "--logging_steps", "1"]
+        + ["--max_completion_length", "32", "--eval_num_problems", "16", "--output_dir", str(tmp_path / "run")]
+        + ["--report_to", "none"],
+        tmp_path,
+        PYTHONPATH=str(Path(__file__).parent),
+    )
+    name = reward.rsplit(".", 1)[1]
+    assert f"'rewards/{name}/mean'" in log  # training called it
+    assert "held-out accuracy before:" in log and "held-out accuracy after:" in log  # so did both evaluations
+    results = json.loads((tmp_path / "run" / "eval_results.json").read_text())
+    assert results["eval/after/num_problems"] == 16 and 0 <= results["eval/after/accuracy"] <= 1

@@ -9,36 +9,60 @@ import pytest
 import torch
 from recipe_runs import launch_recipe
 
-from trl_ext.progress import Budget, GenerationCounter, held_tensor_bytes
+from trl_ext.progress import Budget, held_tensor_bytes
 from trl_ext.recipe import RecipeArguments, RecipeError
 
-EOS = 7
+class FakeVLLM:
+    """Stands in for TRL's `VLLMGeneration`: completions come back as token ids, `model.generate` is never called."""
+
+    def __init__(self, completion: list[int]):
+        self.completion, self.calls = completion, 0
+
+    def sync_weights(self) -> None:
+        pass
+
+    def generate(self, prompts, images, num_generations, profiler=None):
+        self.calls += 1
+        # `prompts` already holds each prompt num_generations times, as TRL's vLLM generation receives them
+        completions = [list(self.completion) for _ in prompts]
+        logprobs = [[[-1.0] for _ in ids] for ids in completions]
+        return prompts, completions, logprobs, None
 
 
-def test_counter_counts_up_to_and_including_the_first_eos():
-    counter = GenerationCounter([EOS, 9])
-    completions = torch.tensor(
-        [
-            [1, 2, EOS, 0, 0],  # 3 tokens
-            [1, 2, 3, 4, 5],  # no EOS: all 5
-            [9, EOS, EOS, 0, 0],  # the second EOS id ends it at once: 1
-        ]
+def test_a_token_budget_ends_a_run_whose_generator_is_not_model_generate(tiny_model_dir, tmp_path):
+    from transformers import AutoTokenizer
+    from trl import GRPOConfig, GRPOTrainer
+
+    from trl_ext.data import add_prompts, generate_gsm8k_like
+    from trl_ext.progress import ProgressCallback
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    completion = tokenizer("#### 7", add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    args = GRPOConfig(
+        output_dir=str(tmp_path), per_device_train_batch_size=8, num_generations=4, max_completion_length=16,
+        max_steps=50, report_to="none", use_cpu=True, bf16=False, disable_tqdm=True, save_strategy="no",
+        vllm_importance_sampling_correction=False,
+    )  # fmt: skip
+    trainer = GRPOTrainer(
+        model=str(tiny_model_dir),
+        reward_funcs=lambda completions, **kwargs: [float(i % 2) for i in range(len(completions))],
+        args=args,
+        train_dataset=add_prompts(generate_gsm8k_like(64), "Solve."),
+        processing_class=tokenizer,
     )
-    assert counter.count(completions) == 3 + 5 + 1
-
-
-def test_counter_wraps_generate_and_skips_the_prompt():
-    class Model(torch.nn.Module):
-        def generate(self, input_ids, **kwargs):
-            completion = torch.tensor([[4, EOS, 0], [4, 4, 4]])
-            return torch.cat([input_ids, completion], dim=1)
-
-    model, counter = Model(), GenerationCounter([EOS])
-    counter.install(model)
-    output = model.generate(input_ids=torch.ones(2, 6, dtype=torch.long))
-    assert output.shape == (2, 9) and counter.tokens == 2 + 3
-    model.generate(torch.ones(2, 4, dtype=torch.long))  # positional prompt
-    assert counter.tokens == 10
+    trainer.use_vllm, trainer.vllm_generation = True, FakeVLLM(completion)  # TRL's vLLM path, without vLLM
+    trainer._last_loaded_step = -1
+    calls = []
+    trainer.model.generate = lambda *a, **k: calls.append(1)  # would count, and fail, if anything called it
+    per_step = 8 * len(completion)  # one generation batch of 8 completions per step
+    progress = ProgressCallback(trainer=trainer, score=lambda: 0.0, budget=Budget(tokens=3 * per_step))
+    trainer.add_callback(progress)
+    progress.start()
+    output = trainer.train()
+    summary = progress.finish()
+    assert trainer.vllm_generation.calls == 3 and not calls
+    assert output.global_step == 3 and summary["budget_exhausted"]
+    assert summary["generated_tokens"] == 3 * per_step == trainer.generation_count.tokens
 
 
 def test_held_bytes_count_shared_weights_once_and_a_reference_copy_twice():

@@ -119,3 +119,41 @@ def test_the_script_prints_one_line_and_exits_nonzero(tmp_path):
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1].startswith("error: model 'nobody/no-such-model' is neither")
     assert "Traceback" not in result.stderr
+
+
+def test_hub_kernels_are_kept_only_where_they_can_be_fetched(monkeypatch):
+    import trl_ext.platform as platform
+
+    assert platform.hub_kernel_kwargs(unavailable=True) == {"use_kernels": False}
+    assert platform.hub_kernel_kwargs(unavailable=False) == {}
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)  # what HF_HUB_OFFLINE=1 sets
+    monkeypatch.setattr("huggingface_hub.get_session", lambda: pytest.fail("offline: no network call"))
+    assert platform.hub_kernels_unavailable()
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(platform, "package_available", lambda name: False)
+    assert not platform.hub_kernels_unavailable()  # without the kernels package nothing would be fetched
+    monkeypatch.setattr(platform, "package_available", lambda name: name == "kernels")
+
+    class Session:
+        def __init__(self, reachable: bool):
+            self.reachable = reachable
+
+        def head(self, url, timeout):
+            if not self.reachable:
+                raise ConnectionError(f"{url} unreachable")
+
+    monkeypatch.setattr("huggingface_hub.get_session", lambda: Session(reachable=False))
+    assert platform.hub_kernels_unavailable()  # online in name, but the hub does not answer
+    monkeypatch.setattr("huggingface_hub.get_session", lambda: Session(reachable=True))
+    assert not platform.hub_kernels_unavailable()  # reachable: transformers keeps its kernels
+
+
+def test_offline_runs_load_models_without_hub_kernels(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    run = prepare(["--model_name_or_path", str(tiny_model_dir), "--eval_num_problems", "8"], tmp_path)
+    assert run.training_args.model_init_kwargs["use_kernels"] is False  # the model's own init kwargs, not the env
+    assert "USE_HUB_KERNELS" not in os.environ
+    assert "offline or unreachable: models load without hub kernels" in capsys.readouterr().out
+    insisted = ["--model_init_kwargs", '{"use_kernels": true}']
+    run = prepare(["--model_name_or_path", str(tiny_model_dir), "--eval_num_problems", "8", *insisted], tmp_path / "b")
+    assert run.training_args.model_init_kwargs["use_kernels"] is True  # the user's word wins

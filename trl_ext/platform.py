@@ -194,7 +194,7 @@ def hub_kernels_unavailable(timeout: float = 3.0) -> bool:
     answer within `timeout` seconds. Without the `kernels` package nothing would be fetched, so no network call."""
     from huggingface_hub import constants, get_session
 
-    if constants.is_offline_mode() or os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}:
+    if constants.is_offline_mode():
         return True
     if not package_available("kernels"):
         return False
