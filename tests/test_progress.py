@@ -12,6 +12,7 @@ from recipe_runs import launch_recipe
 from trl_ext.progress import Budget, held_tensor_bytes
 from trl_ext.recipe import RecipeArguments, RecipeError
 
+
 class FakeVLLM:
     """Stands in for TRL's `VLLMGeneration`: completions come back as token ids, `model.generate` is never called."""
 
