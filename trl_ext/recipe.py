@@ -11,10 +11,12 @@ import argparse
 import difflib
 import importlib
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import yaml
@@ -245,8 +247,9 @@ def _read_yaml(path: str) -> dict:
     return config
 
 
-def _flags_given(parser: TrlParser, flags: list[str]) -> set[str]:
-    """Fields the command line sets, as the parser reads them: `--flag`, `--flag value`, `--flag=value`, `--no_flag`.
+def _flags_given(parser: TrlParser, flags: list[str]) -> dict:
+    """Fields the command line sets, and their values, as the parser reads them: `--flag`, `--flag value`,
+    `--flag=value`, `--no_flag`.
 
     Every field starts out holding a marker; argparse fills in defaults only for fields it finds unset, so the fields
     that no longer hold the marker are exactly those the flags set. Unknown flags fail with a suggestion.
@@ -259,7 +262,20 @@ def _flags_given(parser: TrlParser, flags: list[str]) -> set[str]:
         if name.startswith("-"):
             raise RecipeError(f"unknown argument '{name}'{_suggest(name.lstrip('-'), set(fields))}")
         raise RecipeError(f"unexpected value '{token}' (every argument is a --flag; a value follows its flag)")
-    return {name for name, value in vars(namespace).items() if value is not unset}
+    return {name: value for name, value in vars(namespace).items() if value is not unset}
+
+
+def start_processes(timeout_seconds: float, cpu: bool, backend: str | None) -> None:
+    """Join the run's process group now, with `timeout_seconds` for every collective operation.
+
+    Whoever first joins sets the timeout for the whole run; transformers passes `--ddp_timeout` only on GPUs (not with
+    `use_cpu`), so a recipe joins itself, before any config or trainer does. A single process has nothing to join.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return
+    from accelerate import PartialState
+
+    PartialState(cpu=cpu, timeout=timedelta(seconds=timeout_seconds), **({"backend": backend} if backend else {}))
 
 
 def parse_recipe_args(config_class, script_class=RecipeArguments, argv: list[str] | None = None):
@@ -273,7 +289,7 @@ def parse_recipe_args(config_class, script_class=RecipeArguments, argv: list[str
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = TrlParser((script_class, config_class, ModelConfig))
     parser.allow_abbrev = False  # a misspelt flag must fail, not silently match a longer one
-    flags, yaml_keys = list(argv), set()
+    flags, yaml_values = list(argv), {}
     if "--config" in flags:
         position = flags.index("--config")
         if position + 1 >= len(flags):
@@ -281,11 +297,14 @@ def parse_recipe_args(config_class, script_class=RecipeArguments, argv: list[str
         config_path = flags[position + 1]
         del flags[position : position + 2]
         known = set(vars(parser.parse_known_args([])[0]))
-        for key in _read_yaml(config_path):
+        yaml_values = _read_yaml(config_path)
+        for key in yaml_values:
             if key != "env" and key not in known:
                 raise RecipeError(f"unknown key '{key}' in {config_path}{_suggest(key, known)}")
-            yaml_keys.add(key)
-    explicit = (yaml_keys - {"env"}) | _flags_given(parser, flags)
+    given = {k: v for k, v in yaml_values.items() if k != "env"} | _flags_given(parser, flags)
+    explicit = set(given)
+    use_cpu = bool(given.get("use_cpu")) or os.environ.get("ACCELERATE_USE_CPU", "").lower() in {"1", "true", "yes"}
+    start_processes(float(given.get("ddp_timeout", COLLECTIVE_TIMEOUT_SECONDS)), use_cpu, given.get("ddp_backend"))
     # TRL configs default to bf16=True, which fails outright on a CPU or a GPU without bf16: default to what works.
     if "bf16" not in explicit:
         parser.set_defaults(bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported())
