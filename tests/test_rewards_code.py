@@ -154,9 +154,10 @@ def test_reward_is_the_fraction_of_tests_passed(sandbox):
         ("def f(): return True", "assert f()", 1.0),
         ("def f(): return 1", "assert f() is True", 0.0),
         ("def f(): return 1", "assert f() == True", 1.0),  # Python semantics, not a stricter invention
-        ("def f(): return object()", "assert f() is not None", 0.0),  # results must be literals
+        ("def f(): return object()", "assert f() is not None", 1.0),  # not a value: a handle, through the oracle
+        ("def f(): return object()", "assert f() == f()", 0.0),  # handles compare by identity
         ("def f(): return 10 ** 4000", "assert f() > 10 ** 3999", 1.0),
-        ("def f(): return 10 ** 5000", "assert f() > 10 ** 4999", 0.0),  # past the 4300-digit str limit: opaque
+        ("def f(): return 10 ** 5000", "assert f() > 10 ** 4999", 1.0),  # past the 4300-digit str() limit
         ("def f(g, x): return g(x)", "assert f(lambda v: v + 1, 1) == 2", 1.0),  # a lambda as an argument
         ("def f(x): return x * 2", "assert all(f(i) == 2 * i for i in range(5))", 1.0),  # through the oracle
         ("def f(x): return x * 2", "assert f(3) * 1 == 6", 1.0),  # through the oracle
