@@ -113,7 +113,6 @@ class CallTests:
     expressions: tuple[str, ...]  # candidate calls, evaluated in the sandbox in this order
     checks: tuple[ParentCheck, ...]
     fallback: OracleTests  # the same tests through the oracle, for a sample whose results are not all values
-    value_classes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -314,7 +313,7 @@ def _plan_asserts(tests: str | Sequence[str], setup_code: str, entry_point: str 
             checks.append(ParentCheck(compile(expression, "<test>", "eval", dont_inherit=True), tuple(splitter.units)))
     except _NeedsOracle:
         return oracle
-    return CallTests(tuple(expressions), tuple(checks), oracle, value_classes)
+    return CallTests(tuple(expressions), tuple(checks), oracle)
 
 
 def _plan_check(test: str, entry_point: str, setup_code: str) -> OracleTests:
@@ -555,8 +554,7 @@ def build_job(code: str, plan: Plan, language: str, setup_code: str, limits: Lim
     if isinstance(plan, CompileOnly):
         job = {"kind": "python_compile", "source": source}
     elif isinstance(plan, CallTests):
-        job = {"kind": "python_calls", "source": source, "expressions": list(plan.expressions),
-               "value_classes": list(plan.value_classes)}  # fmt: skip
+        job = {"kind": "python_calls", "source": source, "expressions": list(plan.expressions)}
     elif isinstance(plan, OracleTests):
         candidate = {"kind": "python_serve", "source": source, "value_classes": list(plan.value_classes),
                      "limits": limit_fields}  # fmt: skip

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gzip
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +24,7 @@ from rewards.code import (
 )
 from rewards.sandbox import Limits, Sandbox
 
-HUMANEVAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "humaneval" / "HumanEval.jsonl.gz"
+HUMANEVAL = Path(__file__).parent / "data" / "humaneval_slice.jsonl"  # 42 HumanEval problems (MIT, licence beside)
 LIMITS = Limits(timeout=3.0, compile_timeout=20.0)
 
 
@@ -203,8 +202,7 @@ def test_python_stdin_stdout(sandbox):
 
 @pytest.fixture(scope="module")
 def humaneval():
-    with gzip.open(HUMANEVAL, "rt") as handle:
-        return [json.loads(line) for line in handle]
+    return [json.loads(line) for line in HUMANEVAL.read_text().splitlines()]
 
 
 def humaneval_scores(rows, solutions, sandbox) -> list[float | None]:
@@ -218,7 +216,7 @@ def humaneval_scores(rows, solutions, sandbox) -> list[float | None]:
 
 def test_humaneval_canonical_solutions_score_1(humaneval, sandbox):
     scores = humaneval_scores(humaneval, [row["canonical_solution"] for row in humaneval], sandbox)
-    assert len(scores) == 164
+    assert len(scores) == 42
     assert {row["task_id"]: value for row, value in zip(humaneval, scores, strict=True) if value != 1.0} == {}
 
 
@@ -255,7 +253,7 @@ def test_broken_humaneval_solutions_score_below_1(humaneval, sandbox, break_solu
 
 def test_humaneval_helpers_come_from_the_trusted_prompt(humaneval, sandbox):
     """HumanEval/32 checks with `poly` from the prompt; a candidate redefining `poly` gains nothing."""
-    row = humaneval[32]
+    (row,) = [row for row in humaneval if row["task_id"] == "HumanEval/32"]
     cheat = "def poly(xs, x):\n    return 0\n\ndef find_zero(xs):\n    return 0.0\n"
     assert humaneval_scores([row], [cheat], sandbox) == [0.0]
 

@@ -30,8 +30,7 @@ def sandbox():
 
 def values_from(box: Sandbox, code: str, *expressions: str, limits: Limits = LIMITS) -> list:
     """What each expression evaluates to inside a run (literal values; an exception's type name as a string)."""
-    job = {"kind": "python_calls", "source": code, "expressions": expressions, "value_classes": [],
-           "limits": dataclasses.asdict(limits)}  # fmt: skip
+    job = {"kind": "python_calls", "source": code, "expressions": expressions, "limits": dataclasses.asdict(limits)}
     response = box.run(job, limits.timeout + 5)
     assert response is not None
     results = {}

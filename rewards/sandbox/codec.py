@@ -382,7 +382,7 @@ class Decoder:
             if hasattr(target, "__dict__"):
                 target.__dict__.clear()
             for name, value in state:
-                if type(name) is not str:
+                if type(name) is not str or not name.isidentifier() or (name.startswith("__") and name.endswith("__")):
                     raise ValueError("bad attribute name")
                 if hasattr(target, "__dict__") and name not in _slot_names(type(target)):
                     target.__dict__[name] = value
@@ -547,16 +547,20 @@ def _slot_names(cls: type) -> set[str]:
     return {name for klass in cls.__mro__ for name in getattr(klass, "__slots__", ())}
 
 
-_namedtuple_cache: dict[tuple, type] = {}
+_namedtuple_cache: OrderedDict[tuple, type] = OrderedDict()
 
 
 def _namedtuple_type(name: str, fields: tuple) -> type:
-    """A namedtuple class for a received one (few distinct ones are kept: each costs a class)."""
+    """A namedtuple class for a received one (the most recent 256 are kept: each costs a class)."""
     key = (name, fields)
-    if key not in _namedtuple_cache:
-        if len(_namedtuple_cache) >= 256 or not all(isinstance(part, str) for part in (name, *fields)):
-            raise ValueError("too many or bad namedtuple types")
+    if key in _namedtuple_cache:
+        _namedtuple_cache.move_to_end(key)
+    else:
+        if not all(isinstance(part, str) for part in (name, *fields)) or len(fields) > 256:
+            raise ValueError("bad namedtuple type")
         _namedtuple_cache[key] = namedtuple(name, fields)  # validates the names: identifiers, no keywords
+        if len(_namedtuple_cache) > 256:
+            _namedtuple_cache.popitem(last=False)
     return _namedtuple_cache[key]
 
 

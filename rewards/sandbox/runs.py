@@ -103,16 +103,17 @@ def value_class_map(namespace: dict, names) -> dict[str, type]:
 # ---------------------------------------------------------------------------------------------------- candidate runs
 
 
-def run_calls(source: str, expressions: list[str], value_classes: list[str], cap: int) -> None:
+def run_calls(source: str, expressions: list[str], cap: int) -> None:
     """Define the candidate, then evaluate each call expression; one line per result on fd 3:
-    `index<TAB>v<TAB>message`, or kind `e` (raised: type name), `opaque` (not a value: type name), `big` (over cap)."""
+    `index<TAB>v<TAB>message`, or kind `e` (raised: type name), `opaque` (not a value: type name), `big` (over cap).
+
+    Instances of the candidate's classes (value classes included) are `opaque`: the sample then goes to the oracle."""
     namespace = new_module(CANDIDATE_MODULE)
     try:
         exec_source(source, namespace, "<candidate>")
     except BaseException as error:
         emit(3, f"-1\tmodule\t{exception_text(error)}")
         os._exit(1)
-    classes = frozenset(value_classes)
     for index, expression in enumerate(expressions):
         try:
             value = eval(compile(expression, "<test>", "eval", dont_inherit=True), namespace)
@@ -120,7 +121,7 @@ def run_calls(source: str, expressions: list[str], value_classes: list[str], cap
             emit(3, f"{index}\te\t{type(error).__name__}")
             continue
         try:
-            text = Encoder(value_classes=classes, limit=cap, own_module=CANDIDATE_MODULE).encode(value)
+            text = Encoder(limit=cap, own_module=CANDIDATE_MODULE).encode(value)
             line = f"{index}\tv\t{text}"
         except TooLarge:
             line = f"{index}\tbig\t{cap}"

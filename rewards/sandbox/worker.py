@@ -438,7 +438,7 @@ class Worker:
             raise ValueError(f"the {self.role} server does not take {kind!r} jobs")
         cap = limits["max_output"]
         if kind == "python_calls":
-            target = lambda: runs.run_calls(job["source"], job["expressions"], job["value_classes"], cap)  # noqa: E731
+            target = lambda: runs.run_calls(job["source"], job["expressions"], cap)  # noqa: E731
             return {"runs": [self.run_one(target, limits, results=True)]}
         if kind == "python_compile":
             return {"runs": [self.run_one(lambda: runs.run_compile(job["source"]), limits, results=True)]}
