@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (a table of programs: one case per line reads better than wrapped strings)
 r"""Benign code-reward cases: honest programs, right and wrong, of every kind the reward takes.
 
 Each case is scored twice, by `rewards.code` in its sandbox and by `tests/code_reference.py` (plain `python3`, gcc,
