@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +25,7 @@ from rewards.code import (
 )
 from rewards.sandbox import Limits, Sandbox
 
-HUMANEVAL = Path(__file__).parent / "data" / "humaneval_slice.jsonl"  # 42 HumanEval problems (MIT, licence beside)
+HUMANEVAL = Path(__file__).parent / "data" / "humaneval" / "HumanEval.jsonl.gz"  # MIT, licence beside it
 LIMITS = Limits(timeout=3.0, compile_timeout=20.0)
 
 
@@ -202,7 +203,8 @@ def test_python_stdin_stdout(sandbox):
 
 @pytest.fixture(scope="module")
 def humaneval():
-    return [json.loads(line) for line in HUMANEVAL.read_text().splitlines()]
+    with gzip.open(HUMANEVAL, "rt") as handle:
+        return [json.loads(line) for line in handle]
 
 
 def humaneval_scores(rows, solutions, sandbox) -> list[float | None]:
@@ -216,7 +218,7 @@ def humaneval_scores(rows, solutions, sandbox) -> list[float | None]:
 
 def test_humaneval_canonical_solutions_score_1(humaneval, sandbox):
     scores = humaneval_scores(humaneval, [row["canonical_solution"] for row in humaneval], sandbox)
-    assert len(scores) == 42
+    assert len(scores) == 164
     assert {row["task_id"]: value for row, value in zip(humaneval, scores, strict=True) if value != 1.0} == {}
 
 

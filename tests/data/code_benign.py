@@ -4,7 +4,7 @@ r"""Benign code-reward cases: honest programs, right and wrong, of every kind th
 Each case is scored twice, by `rewards.code` in its sandbox and by `tests/code_reference.py` (plain `python3`, gcc,
 g++, unsandboxed); the two must agree on every case. Kinds:
 
-- `humaneval`: the canonical solutions of tests/data/humaneval_slice.jsonl (OpenAI HumanEval, MIT), and a wrong
+- `humaneval`: the canonical solutions of 42 problems of tests/data/humaneval (OpenAI HumanEval, MIT), and a wrong
   variant of some; `humaneval+`: HumanEval problems with extra inputs checked against the canonical solution held
   in the test, the way EvalPlus (HumanEval+) builds its tests (written for this suite);
 - `mbpp`: MBPP-style assert lists (`test_list`, `test_setup_code`, `test_imports`), written for this suite;
@@ -19,10 +19,15 @@ g++, unsandboxed); the two must agree on every case. Kinds:
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import json
 from pathlib import Path
 
-HUMANEVAL = Path(__file__).with_name("humaneval_slice.jsonl")
+HUMANEVAL = Path(__file__).parent / "humaneval" / "HumanEval.jsonl.gz"
+# Problems chosen for the kinds of values and checks they have (floats, tuples, None, helpers in the prompt, random
+# inputs in the check, hashes, ...).
+HUMANEVAL_PROBLEMS = (0, 2, 4, 8, 10, 12, 16, 22, 26, 29, 32, 33, 37, 38, 44, 50, 53, 55, 58, 62, 70, 73, 81, 87, 90,
+                      95, 96, 100, 105, 107, 112, 117, 120, 125, 129, 136, 137, 148, 151, 160, 162, 163)  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +42,9 @@ class Case:
 
 
 def humaneval_rows() -> list[dict]:
-    return [json.loads(line) for line in HUMANEVAL.read_text().splitlines()]
+    with gzip.open(HUMANEVAL, "rt") as handle:
+        rows = [json.loads(line) for line in handle]
+    return [rows[number] for number in HUMANEVAL_PROBLEMS]
 
 
 def _humaneval_cases() -> list[Case]:
