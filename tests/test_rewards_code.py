@@ -21,6 +21,7 @@ from rewards.code import (
     make_code_reward,
     plan_tests,
     score,
+    stdout_matches,
     validate_rows,
 )
 from rewards.sandbox import Limits, Sandbox
@@ -275,11 +276,35 @@ def test_c_and_cpp_stdin_stdout(sandbox, language, source):
     assert run(source.replace("int main", "int mian"), SUM_TESTS, language, sandbox=sandbox) == 0.0  # link error
 
 
-def test_stdout_comparison_is_line_by_line_ignoring_trailing_whitespace(sandbox):
-    program = '#include <stdio.h>\nint main(void) { printf("%s", "a  \\nb\\t\\n\\n\\n"); }\n'
-    assert run(program, [{"input": "", "output": "a\nb"}], "c", sandbox=sandbox) == 1.0
-    assert run(program, [{"input": "", "output": " a\nb"}], "c", sandbox=sandbox) == 0.0
-    assert run(program, [{"input": "", "output": "a\n\nb"}], "c", sandbox=sandbox) == 0.0
+@pytest.mark.parametrize(
+    ("printed", "expected", "passes"),
+    [
+        ("a  \nb\t\n\n\n", "a\nb", True),  # whitespace around a line, trailing empty lines
+        (" a\nb\n", "a\nb", True),
+        ("a\n\nb\n", "a\nb", False),  # an empty line inside is a line
+        ("1   2\n", "1 2", True),  # tokens, whatever the spaces between them
+        ("1 2 3\n", "1 2", False),
+        ("0.3333333\n", "0.333333333", True),  # a float token may differ by 1e-6, absolute or relative
+        ("0.3334\n", "0.333333333", False),
+        ("1234567.8\n", "1234567.2", True),  # relative
+        ("1e-7\n", "0.0000001", True),
+        ("4.0\n", "4", False),  # an integer answer must be an integer, equal in value
+        ("+4\n", "4", True),
+        ("50000000000000001\n", "50000000000000000", False),  # integers are exact, however large
+        ("yes\n", "YES", False),  # case matters
+        ("nan\n", "nan", True),
+        ("", "", True),
+        ("\n\n", "", True),
+    ],
+)
+def test_stdout_rule(printed, expected, passes):
+    assert stdout_matches(printed, expected) is passes
+
+
+def test_stdout_rule_in_a_run(sandbox):
+    program = '#include <stdio.h>\nint main(void) { printf("%s", " a  \\nb\\t\\n0.5000001\\n\\n"); }\n'
+    assert run(program, [{"input": "", "output": "a\nb\n0.5"}], "c", sandbox=sandbox) == 1.0
+    assert run(program, [{"input": "", "output": "a\n\nb\n0.5"}], "c", sandbox=sandbox) == 0.0
 
 
 def test_a_pass_needs_exit_status_0(sandbox):
