@@ -49,7 +49,7 @@ CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
-PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS, PR_SET_CHILD_SUBREAPER = 1, 4, 38, 36
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS, PR_SET_CHILD_SUBREAPER, PR_SET_SECCOMP = 1, 4, 38, 36, 22
 DRAIN_GRACE_S = 1.0  # after a run ends, how long its pipes may take to reach EOF
 MAX_FDS_PER_FRAME = 4
 COMPILER_DIAGNOSTICS = 4096  # bytes of a compiler's stderr kept for the trusted side's log
@@ -77,6 +77,49 @@ def _drop_capabilities() -> None:
     """Clear every capability (the worker holds all of them in its user namespace; a forked Python never execs)."""
     no_capabilities = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable; two 32-bit words each
     _check(_libc.capset(ctypes.byref(_CapabilityHeader(0x20080522, 0)), no_capabilities), "capset")
+
+
+# ---------------------------------------------------------------------------------------------------- seccomp
+
+# add_key, request_key, keyctl by syscall ABI (audit arch): runs share the worker's user namespace, and with it the
+# kernel keyrings of their uid, which would carry data from one sample to the next.
+_KEYRING_SYSCALLS = {
+    "x86_64": [(0xC000003E, (248, 249, 250)), (0x40000003, (286, 287, 288))],  # x86-64 (and x32), i386
+    "aarch64": [(0xC00000B7, (217, 218, 219)), (0x40000028, (309, 310, 311))],  # arm64, arm
+}
+_X32_SYSCALL_BIT = 0x40000000
+_BPF_LOAD, _BPF_JEQ, _BPF_JGE, _BPF_RETURN = 0x20, 0x15, 0x35, 0x06
+_SECCOMP_RET_ALLOW, _SECCOMP_RET_EPERM = 0x7FFF0000, 0x00050001
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+def keyring_filter(machine: str) -> _SockFprog:
+    """A seccomp program that fails the keyring calls with EPERM and allows everything else."""
+    if machine not in _KEYRING_SYSCALLS:
+        raise OSError(f"no keyring filter for {machine}: the runs' keyrings would carry data between samples")
+    program: list[tuple[int, int, int | str, int]] = [(_BPF_LOAD, 0, 0, 4)]  # seccomp_data.arch
+    for arch, numbers in _KEYRING_SYSCALLS[machine]:
+        block = [(_BPF_LOAD, 0, 0, 0)]  # seccomp_data.nr
+        if arch == 0xC000003E:
+            block.append((_BPF_JGE, "deny", 0, _X32_SYSCALL_BIT))
+        block += [(_BPF_JEQ, "deny", 0, number) for number in numbers] + [(_BPF_RETURN, 0, 0, _SECCOMP_RET_ALLOW)]
+        program.append((_BPF_JEQ, 0, len(block), arch))
+        program += block
+    program += [(_BPF_RETURN, 0, 0, _SECCOMP_RET_ALLOW), (_BPF_RETURN, 0, 0, _SECCOMP_RET_EPERM)]
+    deny = len(program) - 1
+    array_type = _SockFilter * len(program)
+    instructions = array_type(*(_SockFilter(code, deny - index - 1 if jt == "deny" else jt, jf, k)
+                                for index, (code, jt, jf, k) in enumerate(program)))  # fmt: skip
+    prog = _SockFprog(len(program), ctypes.cast(instructions, ctypes.POINTER(_SockFilter)))
+    prog.instructions = instructions  # kept alive with the program that points at them
+    return prog
 
 
 # ---------------------------------------------------------------------------------------------------- framing
@@ -219,6 +262,8 @@ class Worker:
             config["scratch"] or "/tmp"
         )  # a directory from the trusted side when there is no mount namespace
         self.role = "candidate"
+        shared_user_namespace = config["jail"] or self.sample_namespaces
+        self.keyrings = keyring_filter(os.uname().machine) if shared_user_namespace else None
         self._enter_namespaces()
         _prctl(PR_SET_CHILD_SUBREAPER, 1)
         self.devnull = os.open(os.devnull, os.O_RDWR)  # stdin/stdout/stderr of runs that need none
@@ -305,6 +350,8 @@ class Worker:
             _drop_capabilities()
             _prctl(PR_SET_NO_NEW_PRIVS, 1)
             _prctl(PR_SET_DUMPABLE, 0)
+            if self.keyrings is not None:
+                _check(_libc.prctl(PR_SET_SECCOMP, 2, ctypes.byref(self.keyrings), 0, 0), "seccomp")
         except BaseException as error:
             _emit(control, {"infra": f"setting up a run: {type(error).__name__}: {error}"})
             os._exit(1)
