@@ -2,21 +2,25 @@
 
 Tests (column `tests`, `test` or `test_list`, first one present):
 
-- Python `assert` statements: a list, or one newline-separated string (MBPP). The sandbox evaluates only the calls
-  into the candidate and sends back repr() of each result; the assert itself (`==`, `isclose`, `sorted`, ...) is
-  evaluated here, on rebuilt literal values, so a rigged `__eq__`, `sys.exit(0)` or a fake "PASSED" gains nothing.
-  Asserts this split cannot handle (comprehensions over candidate calls, non-whitelisted builtins around candidate
-  values, ...) run in an oracle process that holds no candidate code and calls the candidate through stubs.
+- Python `assert` statements: a list, or one newline-separated string (MBPP). Where an assert splits into calls into
+  the candidate and a comparison around them, the sandbox evaluates only the calls and sends back their values; the
+  comparison (`==`, `isclose`, `sorted`, ...) is evaluated here, with Python semantics, on values rebuilt by
+  `rewards.sandbox.codec`. Other asserts (a comprehension over calls, a helper around a result, a part Python may
+  skip), and samples whose results are not all values, run in the oracle.
 - HumanEval `check(candidate)` source with an `entry_point` column: runs in the oracle; it counts as one test.
-- stdin/stdout pairs `[{"input": ..., "output": ...}]` (any language): a pass needs exit status 0 and stdout equal
-  line by line, trailing whitespace ignored.
+- stdin/stdout pairs `[{"input": ..., "output": ...}]` (any language): a pass needs exit status 0 and
+  `stdout_matches` (same lines and tokens; integers exact; float tokens within FLOAT_TOLERANCE).
 - none: compile-only, 1.0 if the code compiles, else 0.0.
 
-`test_setup_code` (MBPP; HumanEval: the prompt) and `test_imports` are trusted code run before the candidate and
-before the tests in the oracle. Candidate return values must be literals (numbers, strings, bytes, None, and
-lists/tuples/dicts/sets of them): anything else fails its test.
+The oracle is a jailed process that holds the tests and no candidate code; the candidate runs in another, which is
+never sent a test. Calls cross as values (the standard library's value types and instances of the classes the setup
+code defines, with mutable arguments copied back) or as handles that compare by identity, so in-place mutation,
+expected exceptions, class and generator entry points and callables work as in plain Python, while a rigged `__eq__`,
+`sys.exit(0)` or a fake "PASSED" gains nothing, and no expected value is anywhere the candidate can look.
 
-A reward of None means the sandbox failed (a worker died, it could not start): TRL drops it, never a false 0.
+`test_setup_code` (MBPP; HumanEval: the prompt) and `test_imports` are trusted code run before the candidate and
+before the tests in the oracle. A reward of None means the sandbox failed (a worker died, it could not start): TRL
+drops it, never a false 0. The rules and the threat model, with the peers' choices: docs/code-reward.md.
 """
 
 from __future__ import annotations
@@ -655,20 +659,11 @@ def submit_score(
     return _cache.submit(hashlib.sha256(key.encode()).hexdigest(), box, compute)
 
 
-def score(
-    code: str,
-    tests,
-    language: str = "python",
-    *,
-    entry_point: str | None = None,
-    setup_code: str = "",
-    limits: Limits = DEFAULT_LIMITS,
-    sandbox: Sandbox | None = None,
-) -> float | None:
-    """Fraction of `tests` that already-extracted `code` passes; None if the sandbox failed (not the code)."""
-    return submit_score(
-        code, tests, language, entry_point=entry_point, setup_code=setup_code, limits=limits, sandbox=sandbox
-    ).result()
+def score(code: str, tests, language: str = "python", **options) -> float | None:
+    """Fraction of `tests` that already-extracted `code` passes; None if the sandbox failed (not the code).
+
+    Options as for `submit_score`: entry_point, setup_code, limits, sandbox."""
+    return submit_score(code, tests, language, **options).result()
 
 
 # ---------------------------------------------------------------------------------------------------- rewards

@@ -54,7 +54,7 @@ def _humaneval_cases() -> list[Case]:
         code = row["prompt"] + row["canonical_solution"]
         cases.append(Case(f"humaneval-{number}", "humaneval", code, row["test"], entry_point=row["entry_point"],
                           setup=row["prompt"]))  # fmt: skip
-        if int(number) % 4 == 0:  # a wrong answer for some: an off-by-one on every result that is a number
+        if int(number) % 4 == 0:  # and a wrong answer for some
             wrong = row["prompt"] + "    return None\n"
             cases.append(Case(f"humaneval-{number}-wrong", "humaneval", wrong, row["test"],
                               entry_point=row["entry_point"], setup=row["prompt"]))  # fmt: skip
