@@ -282,7 +282,8 @@ def statuses():
     try:
         assert box.backstop_available
         (statuses,) = values_from(box, many_processes, "statuses()")
-        assert any(status != 0 for status in statuses)  # some were OOM-killed: 6 x 100 MiB > 256 MiB
+        # 6 x 100 MiB > 256 MiB: the OOM killer took some children, or the run itself (then no statuses came back)
+        assert statuses is None or any(status != 0 for status in statuses)
         assert values_from(box, "x = 6", "x") == [6]
     finally:
         box.close()

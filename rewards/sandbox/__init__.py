@@ -1,14 +1,18 @@
-"""Executor for untrusted code: fork-server workers in long-lived bwrap jails, started once, talked to over pipes.
+"""Executor for untrusted code: fork-server workers in long-lived bwrap jails, started once, talked to over sockets.
 
-The trainer never forks per sample (a fork of a multi-GiB trainer costs ~0.17 s): it starts one jailed worker per
-slot, and each worker forks every untrusted run into fresh namespaces (see `worker.py`). Layers, all on by default:
+The trainer never forks per sample (a fork of a multi-GiB trainer costs ~0.17 s): it starts one jail per slot, and
+each jail holds two fork servers (see `worker.py`): a candidate server, which is sent the model's code and its tests'
+inputs and never a test, and an oracle server, which runs trusted test code against a candidate run through a pipe
+pair the trainer hands both (values cross as `codec` messages). Each forks every run into fresh namespaces. Layers,
+all on by default:
 
 - jail: bwrap with its own pid/net/IPC/UTS namespaces, a read-only view of /usr and of this Python's install (nothing
   else of the host: no /home, /root, /work, /etc), empty environment, a dedicated uid per slot when started as root,
-  a size-capped private /tmp and no visible /proc;
+  a size-capped private /tmp per server and no visible /proc;
 - per-run namespaces: pid (the run is pid 1: everything it starts dies with it), network (no interface at all, not
-  even loopback), IPC, UTS; the run drops every capability and sets no_new_privs (it is uid 0 only inside the
-  worker's user namespace, which maps it to the slot's dedicated uid);
+  even loopback), IPC, UTS; the run drops every capability, sets no_new_privs and cannot use the kernel keyrings
+  (seccomp: they would outlive the run) (it is uid 0 only inside the worker's user namespace, which maps it to the
+  slot's dedicated uid);
 - per-run rlimits: CPU, address space, file size, open files, processes, no core files; plus a wall-clock SIGKILL and
   capped output, enforced by the worker;
 - backstop, where cgroups are writable (root, or a delegated cgroup v2 subtree): a memory cap without swap and a

@@ -266,10 +266,14 @@ def _fixed_offset(tzinfo) -> bool:
     return tzinfo is None or type(tzinfo) is datetime.timezone
 
 
+_BUILTIN_BASES = (tuple, list, dict, set, frozenset, str, bytes, bytearray, int, float, complex, type)
+
+
 def _is_instance_of_value_class(obj, value_classes: frozenset[str]) -> bool:
+    """Sent as its attributes: not an Enum member, nor a subclass of a builtin (a NamedTuple crosses as a namedtuple,
+    a dict subclass as a dict)."""
     kind = type(obj)
-    return (kind.__name__ in value_classes and not isinstance(obj, type) and not hasattr(kind, "_member_map_")
-            and kind.__module__ != "builtins")  # fmt: skip
+    return kind.__name__ in value_classes and not hasattr(kind, "_member_map_") and not isinstance(obj, _BUILTIN_BASES)
 
 
 def encode(value, **options) -> str:
@@ -442,7 +446,10 @@ class Decoder:
                 raise ValueError(f"unknown exception type {name!r:.80}")
             return cls(*(self.node(arg) for arg in args))
         name, fields, items = content
-        return _namedtuple_type(name, tuple(fields))._make(self.node(item) for item in items)
+        cls = self.classes.get(name)  # a NamedTuple of the setup code: the receiver's own class
+        if not (isinstance(cls, type) and is_namedtuple_type(cls) and list(cls._fields) == fields):
+            cls = _namedtuple_type(name, tuple(fields))
+        return cls._make(self.node(item) for item in items)
 
     def pairs(self, flat: list) -> list[tuple]:
         if len(flat) % 2:
