@@ -26,7 +26,7 @@ import os
 import sys
 import types
 
-from codec import BUILTIN_NAMES, Decoder, Encoder, NotAValue, TooLarge
+from codec import BUILTIN_NAMES, Decoder, Encoder, TooLarge
 
 _write = os.write  # held before any untrusted code runs, which may rebind os.write
 CANDIDATE_MODULE = "__candidate__"
@@ -544,7 +544,3 @@ def _hello(peer: Peer):
     if "x" in message:
         return peer.rebuild_exception(message["x"])
     return CandidateError("garbled hello")
-
-
-__all__ = ["NotAValue", "install_site_builtins", "run_calls", "run_candidate_server", "run_compile", "run_main",
-           "run_oracle"]  # fmt: skip

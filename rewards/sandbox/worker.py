@@ -37,8 +37,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # `-I` leaves the script's own directory out
-import runs  # noqa: E402
-from codec import NotAValue  # noqa: E402,F401 - imported before any run forks, so no run pays for it
+import runs  # noqa: E402  (and, through it, codec: imported before any run forks, so no run pays for it)
 
 sys.path.pop(0)
 
