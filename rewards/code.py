@@ -435,9 +435,14 @@ _NOT_A_VALUE = object()
 NEEDS_ORACLE = "needs the oracle"  # a CallTests sample with a result that is not a value: rerun through the oracle
 
 
+TRAINER_DECODE_BYTES = 4 << 20  # results of one sample decoded in the trainer; more go to the oracle to decode there
+
+
 def _sandbox_values(results: str, count: int, limits: Limits) -> dict[int, object] | str:
     """Index -> rebuilt value of each call (first answer per index wins; _NOT_A_VALUE where it raised or was over the
-    cap), or NEEDS_ORACLE if a call returned an object that is not a value."""
+    cap), or NEEDS_ORACLE if a call returned an object that is not a value, or more than the trainer decodes."""
+    if len(results) > TRAINER_DECODE_BYTES:
+        return NEEDS_ORACLE
     values: dict[int, object] = {}
     for line in results.splitlines():
         index, _, rest = line.partition("\t")

@@ -177,3 +177,28 @@ def test_importing_rewards_starts_no_process_or_thread():
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120,
                             cwd=Path(__file__).resolve().parents[1])  # fmt: skip
     assert result.stdout.split() == ["1", "0"]
+
+
+class KindsSeen(Sandbox):
+    def __init__(self):
+        super().__init__(workers=1)
+        self.kinds: list[str] = []
+
+    def run(self, job, timeout):
+        self.kinds.append(job["kind"])
+        return super().run(job, timeout)
+
+
+def test_large_results_are_decoded_in_the_oracle_not_in_the_trainer():
+    """The trainer decodes at most TRAINER_DECODE_BYTES of a sample's results; a sample returning more is scored
+    again through the oracle, which decodes and compares in its jail."""
+    box = KindsSeen()
+    try:
+        small = ["assert f(10) == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]"]
+        assert score("def f(n):\n    return list(range(n))\n", small, sandbox=box) == 1.0
+        assert box.kinds == ["python_calls"]
+        big = [f"assert len(f({1 << 20})) == {1 << 20}", f"assert f({1 << 20})[-1] == {(1 << 20) - 1}"]
+        assert score("def f(n):\n    return list(range(n))\n", big, sandbox=box) == 1.0
+        assert box.kinds == ["python_calls", "python_calls", "oracle"]
+    finally:
+        box.close()
