@@ -83,7 +83,12 @@ CAUSES = {
     "byte arrays": ["bytearray"],
     "ints over 4,300 digits": ["ints-over-4300-digits", "mbpp-big-int"],
     "results over 1 MiB": ["result-over-1-mib"],
-    "in-place mutation of arguments": ["mutates-list-in-place", "mutates-dict-and-nested", "mutation-keeps-identity"],
+    "in-place mutation of arguments": [
+        "mutates-list-in-place",
+        "mutates-dict-and-nested",
+        "mutates-deque-and-counter",
+        "mutation-keeps-identity",
+    ],
     "expected exception types": ["expected-exception-type", "assert-raises-unittest", "custom-exception-from-setup"],
     "class entry points": ["class-entry-point", "leetcode-solution-class", "candidate-object-attributes"],
     "generator entry points": ["generator-entry-point", "generator-send"],

@@ -86,8 +86,8 @@ class Encoder:
     ):
         self.export = export
         self.value_classes = value_classes
-        self.origin_index = {id(obj): index for index, obj in enumerate(origins or ()) if isinstance(obj, _MUTABLE)
-                             or _is_instance_of_value_class(obj, value_classes)}  # fmt: skip
+        self.origin_index = {id(obj): index for index, obj in enumerate(origins or ())
+                             if is_restorable(obj, value_classes)}  # fmt: skip
         self.own_module = own_module  # instances of classes defined there go to `export`, even subclasses of values
         self.limit = limit
         self.size = 0
@@ -274,6 +274,12 @@ def _is_instance_of_value_class(obj, value_classes: frozenset[str]) -> bool:
     a dict subclass as a dict)."""
     kind = type(obj)
     return kind.__name__ in value_classes and not hasattr(kind, "_member_map_") and not isinstance(obj, _BUILTIN_BASES)
+
+
+def is_restorable(obj, value_classes: frozenset[str]) -> bool:
+    """Whether a received object goes back to its sender after a call (copy-restore): containers that can change in
+    place, and value-class objects."""
+    return isinstance(obj, _MUTABLE) or _is_instance_of_value_class(obj, value_classes)
 
 
 def encode(value, **options) -> str:

@@ -26,7 +26,7 @@ import os
 import sys
 import types
 
-from codec import BUILTIN_NAMES, Decoder, Encoder, TooLarge
+from codec import BUILTIN_NAMES, Decoder, Encoder, TooLarge, is_restorable
 
 _write = os.write  # held before any untrusted code runs, which may rebind os.write
 CANDIDATE_MODULE = "__candidate__"
@@ -287,7 +287,7 @@ class Peer:
             raise CandidateError(self.broken)
         return message
 
-    def request(self, op: str, target: dict, payload=None, targets=None):
+    def request(self, op: str, target: dict, payload=None):
         """Send one request and wait for its answer, answering the other side's requests in between."""
         encoder = None
         message = {"q": op, "t": target}
@@ -317,14 +317,11 @@ class Peer:
             if op not in self.serve_ops:
                 raise TypeError(f"{op} is not allowed on objects from the tests")
             obj = self.resolve(target)
-            decoder = None
-            arguments = ()
-            if "a" in request:
-                decoder = self.decoder()
-                arguments = decoder.decode_message(request["a"])
+            decoder = self.decoder()
+            arguments = decoder.decode_message(request["a"]) if "a" in request else ()
             result = self.perform(op, obj, arguments)
-            mutable = [item for item in (decoder.objects if decoder else ()) if _restorable(item, self.value_classes)]
-            reply = {"v": self.encoder(decoder.objects if decoder else None).message([result, mutable])}
+            mutable = [item for item in decoder.objects if is_restorable(item, self.value_classes)]
+            reply = {"v": self.encoder(decoder.objects).message([result, mutable])}
         except TooLarge:
             reply = {"x": ["ResultTooLarge", "", None, "result over the size cap"]}
         except BaseException as error:
@@ -394,10 +391,6 @@ class Peer:
             except CandidateError:
                 return
             self.answer(request)
-
-
-def _restorable(obj, value_classes) -> bool:
-    return isinstance(obj, list | dict | set | bytearray) or type(obj).__name__ in value_classes
 
 
 _UNARY = {

@@ -233,6 +233,9 @@ OBJECTS = [
     _check("mutates-dict-and-nested", "def add_key(d, k):\n    d[k] = len(d)\n    d.setdefault('log', []).append(k)\n",
            "def check(candidate):\n    d = {}\n    candidate(d, 'a')\n    candidate(d, 'b')\n"
            "    assert d == {'a': 0, 'log': ['a', 'b'], 'b': 2}\n", "add_key"),
+    _check("mutates-deque-and-counter", "def tick(queue, counts):\n    queue.rotate(1)\n    counts['ticks'] += 1\n",
+           "from collections import Counter, deque\n\ndef check(candidate):\n    queue, counts = deque([1, 2, 3]), Counter()\n"
+           "    candidate(queue, counts)\n    candidate(queue, counts)\n    assert queue == deque([2, 3, 1]) and counts == {'ticks': 2}\n", "tick"),
     _check("mutation-keeps-identity", "def append_to(xs, x):\n    xs.append(x)\n    return xs\n",
            "def check(candidate):\n    xs = []\n    ys = candidate(xs, 1)\n    assert ys is xs and xs == [1]\n", "append_to"),
     _check("expected-exception-type", "def parse_age(text):\n    age = int(text)\n    if age < 0:\n        raise ValueError('negative')\n    return age\n",
