@@ -1,7 +1,11 @@
-"""Code-reward throughput: samples/s for trivial Python, Python with tests, a HumanEval check(), C and C++, with every
-sandbox layer on and with each layer taken off; prints a table.
+"""Code reward: agreement with plain Python on the benign set, the rate of one GRPO-sized reward call, and
+throughput per workload with every sandbox layer on and with each layer taken off; prints figures.
 
-    python bench/rewards_code.py [--workers N] [--scale 0.5] [--layers full,no-jail]
+    python bench/rewards_code.py [--workers N] [--scale 0.5] [--layers full,no-jail] [--skip-agreement]
+
+Agreement: every case of tests/data/code_benign.py scored in the sandbox and by the unsandboxed reference
+(tests/code_reference.py); the count that agree, and each that does not. One call: 64 distinct trivial Python
+completions passed to `code_reward` in one call, as a GRPO step does (median of 5 calls, fresh completions each).
 
 Every sample is distinct (no cache hits) and must score 1.0, so a layer that breaks scoring shows up as an error,
 not as a fast row. Each cell also reports the CPU time per sample of this process, the workers and their runs
@@ -13,6 +17,7 @@ The load average is printed with the table.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import subprocess
@@ -24,8 +29,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rewards.code import submit_score  # noqa: E402
+from rewards.code import make_code_reward, submit_score  # noqa: E402
 from rewards.sandbox import Isolation, Limits, Sandbox, default_workers, python_executable  # noqa: E402
+
+TESTS = Path(__file__).resolve().parents[1] / "tests"
 
 LAYERS = {
     "full": Isolation(),
@@ -125,11 +132,55 @@ def spawn_per_sample(workers: int, scale: float) -> float:
     return samples / (time.perf_counter() - started)
 
 
+def one_call_rate(workers: int, completions: int = 64, calls: int = 5) -> float:
+    """Samples/s of `code_reward` called once on `completions` distinct trivial completions (median over calls)."""
+    sandbox = Sandbox(workers).start()
+    reward = make_code_reward(limits=LIMITS, sandbox=sandbox)
+    rates = []
+    try:
+        for _ in range(calls + 1):  # the first call warms the workers up
+            batch = [f"```python\ndef f(x):\n    return x + 1  # {next(serial)}\n```" for _ in range(completions)]
+            started = time.perf_counter()
+            rewards = reward(batch, tests=[["assert f(1) == 2"]] * completions)
+            rates.append(completions / (time.perf_counter() - started))
+            if rewards != [1.0] * completions:
+                raise RuntimeError(
+                    f"one call: expected every sample to score 1.0, got {sorted(set(map(str, rewards)))}"
+                )
+    finally:
+        sandbox.close()
+    return sorted(rates[1:])[calls // 2]
+
+
+def agreement(workers: int) -> tuple[int, dict[str, tuple]]:
+    """(cases, {name: (sandbox, reference)} for each benign case on which the two disagree)."""
+    sys.path.insert(0, str(TESTS))
+    from code_reference import reference_score
+
+    spec = importlib.util.spec_from_file_location("code_benign", TESTS / "data" / "code_benign.py")
+    benign = importlib.util.module_from_spec(spec)
+    sys.modules["code_benign"] = benign
+    spec.loader.exec_module(benign)
+    sandbox = Sandbox(workers).start()
+    try:
+        futures = [submit_score(case.code, case.tests, case.language, entry_point=case.entry_point,
+                                setup_code=case.setup, limits=LIMITS, sandbox=sandbox)
+                   for case in benign.CASES]  # fmt: skip
+        sandboxed = [future.result() for future in futures]
+    finally:
+        sandbox.close()
+    with ThreadPoolExecutor(workers) as pool:
+        reference = list(pool.map(reference_score, benign.CASES))
+    pairs = zip(benign.CASES, sandboxed, reference, strict=True)
+    return len(benign.CASES), {case.name: (mine, theirs) for case, mine, theirs in pairs if mine != theirs}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=default_workers())
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies the number of samples per cell")
     parser.add_argument("--layers", default=",".join(LAYERS), help=f"comma-separated, of: {', '.join(LAYERS)}")
+    parser.add_argument("--skip-agreement", action="store_true", help="leave out the benign-set agreement check")
     arguments = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)  # the rows without a layer log a loud unsandboxed warning each
     layers = [name.strip() for name in arguments.layers.split(",")]
@@ -138,6 +189,14 @@ def main() -> None:
         parser.error(f"unknown layers {sorted(unknown)}; choose from {list(LAYERS)}")
 
     load_before = os.getloadavg()
+    if not arguments.skip_agreement:
+        cases, disagreements = agreement(arguments.workers)
+        print(f"\nBenign set: {cases - len(disagreements)}/{cases} cases score what plain Python gives them")
+        for name, (mine, theirs) in disagreements.items():
+            print(f"  DISAGREES {name}: sandbox {mine}, plain Python {theirs}")
+    rate = one_call_rate(arguments.workers)
+    print(f"One code_reward call on 64 distinct trivial Python completions: {rate:.0f} samples/s "
+          f"({arguments.workers} workers)")  # fmt: skip
     rows = {name: {workload: measure(LAYERS[name], arguments.workers, workload, arguments.scale)
                    for workload in WORKLOADS} for name in layers}  # fmt: skip
     spawn_rate = spawn_per_sample(arguments.workers, arguments.scale)

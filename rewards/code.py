@@ -2,21 +2,25 @@
 
 Tests (column `tests`, `test` or `test_list`, first one present):
 
-- Python `assert` statements: a list, or one newline-separated string (MBPP). The sandbox evaluates only the calls
-  into the candidate and sends back repr() of each result; the assert itself (`==`, `isclose`, `sorted`, ...) is
-  evaluated here, on rebuilt literal values, so a rigged `__eq__`, `sys.exit(0)` or a fake "PASSED" gains nothing.
-  Asserts this split cannot handle (comprehensions over candidate calls, non-whitelisted builtins around candidate
-  values, ...) run in an oracle process that holds no candidate code and calls the candidate through stubs.
+- Python `assert` statements: a list, or one newline-separated string (MBPP). Where an assert splits into calls into
+  the candidate and a comparison around them, the sandbox evaluates only the calls and sends back their values; the
+  comparison (`==`, `isclose`, `sorted`, ...) is evaluated here, with Python semantics, on values rebuilt by
+  `rewards.sandbox.codec`. Other asserts (a comprehension over calls, a helper around a result, a part Python may
+  skip), and samples whose results are not all values, run in the oracle.
 - HumanEval `check(candidate)` source with an `entry_point` column: runs in the oracle; it counts as one test.
-- stdin/stdout pairs `[{"input": ..., "output": ...}]` (any language): a pass needs exit status 0 and stdout equal
-  line by line, trailing whitespace ignored.
+- stdin/stdout pairs `[{"input": ..., "output": ...}]` (any language): a pass needs exit status 0 and
+  `stdout_matches` (same lines and tokens; integers exact; float tokens within FLOAT_TOLERANCE).
 - none: compile-only, 1.0 if the code compiles, else 0.0.
 
-`test_setup_code` (MBPP; HumanEval: the prompt) and `test_imports` are trusted code run before the candidate and
-before the tests in the oracle. Candidate return values must be literals (numbers, strings, bytes, None, and
-lists/tuples/dicts/sets of them): anything else fails its test.
+The oracle is a jailed process that holds the tests and no candidate code; the candidate runs in another, which is
+never sent a test. Calls cross as values (the standard library's value types and instances of the classes the setup
+code defines, with mutable arguments copied back) or as handles that compare by identity, so in-place mutation,
+expected exceptions, class and generator entry points and callables work as in plain Python, while a rigged `__eq__`,
+`sys.exit(0)` or a fake "PASSED" gains nothing, and no expected value is anywhere the candidate can look.
 
-A reward of None means the sandbox failed (a worker died, it could not start): TRL drops it, never a false 0.
+`test_setup_code` (MBPP; HumanEval: the prompt) and `test_imports` are trusted code run before the candidate and
+before the tests in the oracle. A reward of None means the sandbox failed (a worker died, it could not start): TRL
+drops it, never a false 0. The rules and the threat model, with the peers' choices: docs/code-reward.md.
 """
 
 from __future__ import annotations
@@ -36,10 +40,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass
+from decimal import Decimal
 from types import CodeType
 
 from rewards.sandbox import DEFAULT_LIMITS, Limits, Sandbox, SandboxUnavailable, shared_sandbox
-from rewards.sandbox.worker import literal_value
+from rewards.sandbox.codec import Decoder
 from rewards.utils import completion_text
 
 logger = logging.getLogger(__name__)
@@ -100,21 +105,27 @@ class ParentCheck:
 
 
 @dataclass(frozen=True)
-class CallTests:
-    expressions: tuple[str, ...]  # candidate calls, evaluated in the sandbox in this order
-    checks: tuple[ParentCheck, ...]
-
-
-@dataclass(frozen=True)
 class OracleTests:
     test_source: str  # trusted module run in the oracle before the statements (HumanEval: defines check)
     statements: tuple[str, ...]  # one test each
     proxies: tuple[str, ...]  # names that call into the candidate
+    value_classes: tuple[str, ...] = ()  # classes of the trusted setup code, whose instances cross by value
+
+
+@dataclass(frozen=True)
+class CallTests:
+    expressions: tuple[str, ...]  # candidate calls, evaluated in the sandbox in this order
+    checks: tuple[ParentCheck, ...]
+    fallback: OracleTests  # the same tests through the oracle, for a sample whose results are not all values
 
 
 @dataclass(frozen=True)
 class StdioTests:
     cases: tuple[tuple[str, str], ...]  # (stdin, expected stdout)
+
+    @property
+    def longest_output(self) -> int:
+        return max((len(expected.encode()) for _, expected in self.cases), default=0)
 
 
 Plan = CompileOnly | CallTests | OracleTests | StdioTests
@@ -190,6 +201,8 @@ class _Splitter:
                 if isinstance(child, ast.Call) and not _is_parent_callable(child.func):
                     raise _NeedsOracle
             return node
+        if self.lazy_parts_depend_on_candidate(node):
+            raise _NeedsOracle
         if isinstance(node, ast.Name) or (isinstance(node, ast.Attribute) and not _is_math_name(node)):
             return self.unit(node)
         if isinstance(node, ast.Call):
@@ -207,13 +220,23 @@ class _Splitter:
         elif isinstance(node, ast.BinOp):
             if not isinstance(node.op, _CHEAP_OPERATORS):
                 raise _NeedsOracle
-        elif isinstance(node, ast.Dict):
-            if None in node.keys:
-                raise _NeedsOracle
         elif not isinstance(node, (ast.Compare, ast.BoolOp, ast.UnaryOp, ast.IfExp, ast.Tuple, ast.List, ast.Set,
                                    ast.Subscript, ast.Slice)):  # fmt: skip
-            raise _NeedsOracle
+            raise _NeedsOracle  # a dict display among them: Python interleaves its keys and values
         return _SplitChildren(self).generic_visit(node)
+
+    def lazy_parts_depend_on_candidate(self, node: ast.expr) -> bool:
+        """Whether a part Python may skip (`or`/`and` operands, `x if c else y`, a chained comparison) calls the
+        candidate: every unit runs in the sandbox, so only the oracle gets such a call's side effects right."""
+        if isinstance(node, ast.BoolOp):
+            lazy = node.values[1:]
+        elif isinstance(node, ast.IfExp):
+            lazy = [node.body, node.orelse]
+        elif isinstance(node, ast.Compare):
+            lazy = node.comparators[1:]
+        else:
+            return False
+        return any(map(self.depends_on_candidate, lazy))
 
     def unit(self, node: ast.expr) -> ast.Name:
         self.units.append(len(self.expressions))
@@ -265,12 +288,25 @@ def _assert_statements(tests: str | Sequence[str]) -> list[ast.Assert]:
     return statements
 
 
+def _value_classes(setup_code: str) -> tuple[str, ...]:
+    """Classes the trusted setup code defines (ListNode, ...): both sides have them, so their instances cross by
+    value, rebuilt on the receiving side as that side's class of the same name."""
+    return tuple(node.name for node in ast.parse(setup_code).body if isinstance(node, ast.ClassDef))
+
+
 def _plan_asserts(tests: str | Sequence[str], setup_code: str, entry_point: str | None) -> CallTests | OracleTests:
     statements = _assert_statements(tests)
     if not statements:
         raise ValueError("no assert statements in the tests")
     trusted = frozenset(dir(builtins)) | frozenset(_PARENT_GLOBALS) | _defined_names(setup_code)
     pinned = frozenset({entry_point} if entry_point else ())  # the function under test, even if named like a builtin
+    proxies = set(pinned)
+    for statement in statements:
+        names = {node.id for node in ast.walk(statement) if isinstance(node, ast.Name)}
+        proxies |= names - trusted - _bound_names(statement)
+    value_classes = _value_classes(setup_code)
+    oracle = OracleTests("", tuple(ast.unparse(statement) for statement in statements), tuple(sorted(proxies)),
+                         value_classes)  # fmt: skip
     expressions: list[str] = []
     checks = []
     try:
@@ -278,19 +314,13 @@ def _plan_asserts(tests: str | Sequence[str], setup_code: str, entry_point: str 
             splitter = _Splitter(trusted | _bound_names(statement.test), pinned, expressions)
             split = splitter.split(statement.test)  # rewrites the tree in place
             expression = ast.fix_missing_locations(ast.Expression(split))
-            checks.append(ParentCheck(compile(expression, "<test>", "eval"), tuple(splitter.units)))
-        return CallTests(tuple(expressions), tuple(checks))
+            checks.append(ParentCheck(compile(expression, "<test>", "eval", dont_inherit=True), tuple(splitter.units)))
     except _NeedsOracle:
-        pass
-    statements = _assert_statements(tests)  # parsed again: the split attempt rewrote the trees
-    proxies = set(pinned)
-    for statement in statements:
-        names = {node.id for node in ast.walk(statement) if isinstance(node, ast.Name)}
-        proxies |= names - trusted - _bound_names(statement)
-    return OracleTests("", tuple(ast.unparse(statement) for statement in statements), tuple(sorted(proxies)))
+        return oracle
+    return CallTests(tuple(expressions), tuple(checks), oracle)
 
 
-def _plan_check(test: str, entry_point: str) -> OracleTests:
+def _plan_check(test: str, entry_point: str, setup_code: str) -> OracleTests:
     if not entry_point.isidentifier():
         raise ValueError(f"entry_point must be a function name, got {entry_point!r}")
     try:
@@ -299,7 +329,7 @@ def _plan_check(test: str, entry_point: str) -> OracleTests:
         raise ValueError(f"check() test does not parse: {error.msg}") from None
     if not any(isinstance(node, ast.FunctionDef) and node.name == "check" for node in module.body):
         raise ValueError("HumanEval-style tests need a top-level `def check(candidate):`")
-    return OracleTests(test, (f"check({entry_point})",), (entry_point,))
+    return OracleTests(test, (f"check({entry_point})",), (entry_point,), _value_classes(setup_code))
 
 
 def _plan_stdio(tests: Sequence[dict]) -> StdioTests:
@@ -329,7 +359,7 @@ def plan_tests(tests, language: str = "python", *, entry_point: str | None = Non
     if language != "python":
         raise ValueError(f'{language} tests must be a list of {{"input": stdin, "output": expected stdout}} pairs')
     if isinstance(tests, str) and entry_point and re.search(r"^def check\(", tests, re.MULTILINE):
-        return _plan_check(tests, entry_point)
+        return _plan_check(tests, entry_point, setup_code)
     return _plan_asserts(tests, setup_code, entry_point)
 
 
@@ -341,16 +371,52 @@ def _cached_plan(tests_json: str, language: str, entry_point: str | None, setup_
 # ---------------------------------------------------------------------------------------------------- grading
 
 
-def _stdout_lines(text: str) -> list[str]:
-    lines = [line.rstrip() for line in text.splitlines()]
+FLOAT_TOLERANCE = 1e-6  # absolute or relative error accepted on a stdout token written with a point or an exponent
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_INTEGER = re.compile(r"[+-]?\d+")
+
+
+def stdout_lines(text: str) -> list[str]:
+    """Lines with surrounding whitespace removed, trailing empty lines dropped."""
+    lines = [line.strip() for line in text.splitlines()]
     while lines and not lines[-1]:
         lines.pop()
     return lines
 
 
-def _passed_stdio(run: dict, expected: str) -> bool:
-    return (run["exit"] == 0 and not run["timed_out"] and not run["killed"] and not run["stdout_truncated"]
-            and _stdout_lines(run["stdout"]) == _stdout_lines(expected))  # fmt: skip
+def _tokens_match(actual: str, expected: str) -> bool:
+    if actual == expected:
+        return True
+    if _INTEGER.fullmatch(expected):
+        return _INTEGER.fullmatch(actual) is not None and int(actual) == int(expected)
+    if not (_NUMBER.fullmatch(expected) and _NUMBER.fullmatch(actual)):
+        return False
+    expected_value, actual_value = Decimal(expected), Decimal(actual)
+    return abs(actual_value - expected_value) <= Decimal(FLOAT_TOLERANCE) * max(Decimal(1), abs(expected_value))
+
+
+def stdout_matches(actual: str, expected: str) -> bool:
+    """The stdin/stdout rule: the same lines (surrounding whitespace and trailing empty lines aside), each with the
+    same whitespace-separated tokens; integers must be equal, tokens written with a point or an exponent in the
+    expected output may differ by FLOAT_TOLERANCE (absolute or relative), anything else must be identical."""
+    actual_lines, expected_lines = stdout_lines(actual), stdout_lines(expected)
+    if len(actual_lines) != len(expected_lines):
+        return False
+    for actual_line, expected_line in zip(actual_lines, expected_lines, strict=True):
+        if actual_line == expected_line:
+            continue
+        actual_tokens, expected_tokens = actual_line.split(), expected_line.split()
+        if len(actual_tokens) != len(expected_tokens) or not all(map(_tokens_match, actual_tokens, expected_tokens)):
+            return False
+    return True
+
+
+def _passed_stdio(run: dict, expected: str, limits: Limits) -> bool:
+    if run["killed"] == "output limit":
+        logger.warning("code reward: a run printed more than Limits.max_output (%d bytes); its test fails",
+                       limits.max_output)  # fmt: skip
+        return False
+    return run["exit"] == 0 and not run["timed_out"] and not run["killed"] and stdout_matches(run["stdout"], expected)
 
 
 def _json_lines(text: str) -> list[dict]:
@@ -365,27 +431,44 @@ def _json_lines(text: str) -> list[dict]:
     return messages
 
 
-_NOT_A_LITERAL = object()
+_NOT_A_VALUE = object()
+NEEDS_ORACLE = "needs the oracle"  # a CallTests sample with a result that is not a value: rerun through the oracle
 
 
-def _sandbox_values(results: str, count: int) -> dict[int, object]:
-    """Index -> rebuilt value of each call that returned a literal (first answer per index wins)."""
+TRAINER_DECODE_BYTES = 4 << 20  # results of one sample decoded in the trainer; more go to the oracle to decode there
+
+
+def _sandbox_values(results: str, count: int, limits: Limits) -> dict[int, object] | str:
+    """Index -> rebuilt value of each call (first answer per index wins; _NOT_A_VALUE where it raised or was over the
+    cap), or NEEDS_ORACLE if a call returned an object that is not a value, or more than the trainer decodes."""
+    if len(results) > TRAINER_DECODE_BYTES:
+        return NEEDS_ORACLE
     values: dict[int, object] = {}
-    for message in _json_lines(results):
-        index = message.get("i")
-        if type(index) is int and 0 <= index < count and index not in values:
+    for line in results.splitlines():
+        index, _, rest = line.partition("\t")
+        kind, _, payload = rest.partition("\t")
+        if not index.isdigit() or int(index) >= count or int(index) in values:
+            continue
+        if kind == "opaque":
+            return NEEDS_ORACLE
+        value = _NOT_A_VALUE
+        if kind == "v":
             try:
-                values[index] = literal_value(message["r"]) if isinstance(message.get("r"), str) else _NOT_A_LITERAL
+                value = Decoder().decode(payload)
             except ValueError:
-                values[index] = _NOT_A_LITERAL
+                pass
+        elif kind == "big":
+            logger.warning("code reward: a result was over Limits.max_output (%d bytes); its test fails",
+                           limits.max_output)  # fmt: skip
+        values[int(index)] = value
     return values
 
 
 def _passed_check(check: ParentCheck, values: dict[int, object]) -> bool:
     arguments = {}
     for position, index in enumerate(check.units):
-        value = values.get(index, _NOT_A_LITERAL)
-        if value is _NOT_A_LITERAL:
+        value = values.get(index, _NOT_A_VALUE)
+        if value is _NOT_A_VALUE:
             return False
         arguments[f"__v{position}"] = value
     try:
@@ -394,15 +477,35 @@ def _passed_check(check: ParentCheck, values: dict[int, object]) -> bool:
         return False
 
 
-def grade(plan: Plan, runs: list[dict], language: str) -> float | None:
-    """The fraction of tests passed, from the worker's raw run outcomes (None: the oracle itself failed)."""
+def _compile_failure_reason(run: dict, limits: Limits) -> str | None:
+    """Why a compile failed, where a limit and not the code is the cause (then it is logged)."""
+    diagnostics = run.get("stderr", "")
+    if run["killed"] == "timeout":
+        return f"the compiler ran past Limits.compile_timeout ({limits.compile_timeout} s)"
+    if "signal 25" in diagnostics or "File size limit" in diagnostics or "File too large" in diagnostics:
+        return f"the compiler's output was over Limits.file_size ({limits.file_size} bytes)"
+    if "signal 9" in diagnostics or "memory exhausted" in diagnostics or "out of memory" in diagnostics.lower():
+        return f"the compiler ran out of Limits.compile_memory ({limits.compile_memory} bytes)"
+    return None
+
+
+def grade(plan: Plan, runs: list[dict], language: str, limits: Limits = DEFAULT_LIMITS) -> float | str | None:
+    """The fraction of tests passed, from the worker's raw run outcomes (None: the oracle itself failed;
+    NEEDS_ORACLE: a CallTests result was not a value, so the sample must go through `plan.fallback`)."""
     native = language in NATIVE
+    if native and runs[0]["exit"] != 0:
+        reason = _compile_failure_reason(runs[0], limits)
+        if reason:
+            logger.warning("code reward: compile failed: %s; the sample scores 0", reason)
+        return 0.0
     if isinstance(plan, CompileOnly):
         if native:
-            return float(runs[0]["exit"] == 0 and not runs[0]["killed"])
+            return float(not runs[0]["killed"])
         return float(any(message.get("ok") is True for message in _json_lines(runs[0]["results"])))
     if isinstance(plan, CallTests):
-        values = _sandbox_values(runs[0]["results"], len(plan.expressions))
+        values = _sandbox_values(runs[0]["results"], len(plan.expressions), limits)
+        if values == NEEDS_ORACLE:
+            return NEEDS_ORACLE
         return sum(_passed_check(check, values) for check in plan.checks) / len(plan.checks)
     if isinstance(plan, OracleTests):
         verdicts = _json_lines(runs[1]["results"])
@@ -410,10 +513,15 @@ def grade(plan: Plan, runs: list[dict], language: str) -> float | None:
         if setup_errors:
             logger.error("the trusted test code failed in the oracle (fix the dataset row): %s", setup_errors[0])
             return None
+        for message in verdicts:
+            if "over the size cap" in str(message.get("why", "")):
+                logger.warning("code reward: a result was over Limits.max_output (%d bytes); its test fails",
+                               limits.max_output)  # fmt: skip
         passed = {message["t"] for message in verdicts if message.get("ok") is True and type(message.get("t")) is int}
         return len(passed & set(range(len(plan.statements)))) / len(plan.statements)
     test_runs = runs[1:] if native else runs  # a native job starts with its compiler run
-    passed = sum(_passed_stdio(run, expected) for run, (_, expected) in zip(test_runs, plan.cases, strict=False))
+    passed = sum(_passed_stdio(run, expected, limits) for run, (_, expected) in zip(test_runs, plan.cases,
+                                                                                    strict=False))  # fmt: skip
     return passed / len(plan.cases)
 
 
@@ -457,8 +565,12 @@ def build_job(code: str, plan: Plan, language: str, setup_code: str, limits: Lim
     elif isinstance(plan, CallTests):
         job = {"kind": "python_calls", "source": source, "expressions": list(plan.expressions)}
     elif isinstance(plan, OracleTests):
-        job = {"kind": "python_oracle", "source": source, "setup": setup_code, "test_source": plan.test_source,
-               "statements": list(plan.statements), "proxies": list(plan.proxies)}  # fmt: skip
+        candidate = {"kind": "python_serve", "source": source, "value_classes": list(plan.value_classes),
+                     "limits": limit_fields}  # fmt: skip
+        oracle = {"kind": "python_oracle", "setup": setup_code, "test_source": plan.test_source,
+                  "statements": list(plan.statements), "proxies": list(plan.proxies),
+                  "value_classes": list(plan.value_classes), "limits": limit_fields}  # fmt: skip
+        return {"kind": "oracle", "candidate": candidate, "oracle": oracle}, per_run + SLACK_S
     else:
         job = {"kind": "python_io", "source": source, "inputs": [stdin for stdin, _ in plan.cases]}
         return job | {"limits": limit_fields}, per_run * len(plan.cases) + SLACK_S
@@ -474,7 +586,12 @@ def _run_and_grade(
     except SandboxUnavailable as error:
         logger.error("code reward: %s", error)
         return None
-    return None if response is None else grade(plan, response["runs"], language)
+    if response is None:
+        return None
+    result = grade(plan, response["runs"], language, limits)
+    if result == NEEDS_ORACLE:
+        return _run_and_grade(sandbox, code, plan.fallback, language, setup_code, limits)
+    return result
 
 
 class _ScoreCache:
@@ -534,6 +651,11 @@ def submit_score(
     language = normalize_language(language)
     tests_json = json.dumps(None if compile_only else tests, sort_keys=True)
     plan = _cached_plan(tests_json, language, entry_point, setup_code)
+    if isinstance(plan, StdioTests) and plan.longest_output > limits.max_output:
+        raise ValueError(
+            f"an expected stdout is {plan.longest_output} bytes, over Limits.max_output ({limits.max_output}): no "
+            "program could pass it; raise Limits.max_output"
+        )
     if language in NATIVE:
         _compiler_path(language)
     key = json.dumps([code, tests_json, language, entry_point, setup_code, _limit_fields(limits)])
@@ -542,20 +664,11 @@ def submit_score(
     return _cache.submit(hashlib.sha256(key.encode()).hexdigest(), box, compute)
 
 
-def score(
-    code: str,
-    tests,
-    language: str = "python",
-    *,
-    entry_point: str | None = None,
-    setup_code: str = "",
-    limits: Limits = DEFAULT_LIMITS,
-    sandbox: Sandbox | None = None,
-) -> float | None:
-    """Fraction of `tests` that already-extracted `code` passes; None if the sandbox failed (not the code)."""
-    return submit_score(
-        code, tests, language, entry_point=entry_point, setup_code=setup_code, limits=limits, sandbox=sandbox
-    ).result()
+def score(code: str, tests, language: str = "python", **options) -> float | None:
+    """Fraction of `tests` that already-extracted `code` passes; None if the sandbox failed (not the code).
+
+    Options as for `submit_score`: entry_point, setup_code, limits, sandbox."""
+    return submit_score(code, tests, language, **options).result()
 
 
 # ---------------------------------------------------------------------------------------------------- rewards

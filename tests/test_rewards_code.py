@@ -21,11 +21,12 @@ from rewards.code import (
     make_code_reward,
     plan_tests,
     score,
+    stdout_matches,
     validate_rows,
 )
 from rewards.sandbox import Limits, Sandbox
 
-HUMANEVAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "humaneval" / "HumanEval.jsonl.gz"
+HUMANEVAL = Path(__file__).parent / "data" / "humaneval" / "HumanEval.jsonl.gz"  # MIT, licence beside it
 LIMITS = Limits(timeout=3.0, compile_timeout=20.0)
 
 
@@ -154,9 +155,10 @@ def test_reward_is_the_fraction_of_tests_passed(sandbox):
         ("def f(): return True", "assert f()", 1.0),
         ("def f(): return 1", "assert f() is True", 0.0),
         ("def f(): return 1", "assert f() == True", 1.0),  # Python semantics, not a stricter invention
-        ("def f(): return object()", "assert f() is not None", 0.0),  # results must be literals
+        ("def f(): return object()", "assert f() is not None", 1.0),  # not a value: a handle, through the oracle
+        ("def f(): return object()", "assert f() == f()", 0.0),  # handles compare by identity
         ("def f(): return 10 ** 4000", "assert f() > 10 ** 3999", 1.0),
-        ("def f(): return 10 ** 5000", "assert f() > 10 ** 4999", 0.0),  # past the 4300-digit str limit: opaque
+        ("def f(): return 10 ** 5000", "assert f() > 10 ** 4999", 1.0),  # past the 4300-digit str() limit
         ("def f(g, x): return g(x)", "assert f(lambda v: v + 1, 1) == 2", 1.0),  # a lambda as an argument
         ("def f(x): return x * 2", "assert all(f(i) == 2 * i for i in range(5))", 1.0),  # through the oracle
         ("def f(x): return x * 2", "assert f(3) * 1 == 6", 1.0),  # through the oracle
@@ -254,7 +256,7 @@ def test_broken_humaneval_solutions_score_below_1(humaneval, sandbox, break_solu
 
 def test_humaneval_helpers_come_from_the_trusted_prompt(humaneval, sandbox):
     """HumanEval/32 checks with `poly` from the prompt; a candidate redefining `poly` gains nothing."""
-    row = humaneval[32]
+    (row,) = [row for row in humaneval if row["task_id"] == "HumanEval/32"]
     cheat = "def poly(xs, x):\n    return 0\n\ndef find_zero(xs):\n    return 0.0\n"
     assert humaneval_scores([row], [cheat], sandbox) == [0.0]
 
@@ -274,11 +276,35 @@ def test_c_and_cpp_stdin_stdout(sandbox, language, source):
     assert run(source.replace("int main", "int mian"), SUM_TESTS, language, sandbox=sandbox) == 0.0  # link error
 
 
-def test_stdout_comparison_is_line_by_line_ignoring_trailing_whitespace(sandbox):
-    program = '#include <stdio.h>\nint main(void) { printf("%s", "a  \\nb\\t\\n\\n\\n"); }\n'
-    assert run(program, [{"input": "", "output": "a\nb"}], "c", sandbox=sandbox) == 1.0
-    assert run(program, [{"input": "", "output": " a\nb"}], "c", sandbox=sandbox) == 0.0
-    assert run(program, [{"input": "", "output": "a\n\nb"}], "c", sandbox=sandbox) == 0.0
+@pytest.mark.parametrize(
+    ("printed", "expected", "passes"),
+    [
+        ("a  \nb\t\n\n\n", "a\nb", True),  # whitespace around a line, trailing empty lines
+        (" a\nb\n", "a\nb", True),
+        ("a\n\nb\n", "a\nb", False),  # an empty line inside is a line
+        ("1   2\n", "1 2", True),  # tokens, whatever the spaces between them
+        ("1 2 3\n", "1 2", False),
+        ("0.3333333\n", "0.333333333", True),  # a float token may differ by 1e-6, absolute or relative
+        ("0.3334\n", "0.333333333", False),
+        ("1234567.8\n", "1234567.2", True),  # relative
+        ("1e-7\n", "0.0000001", True),
+        ("4.0\n", "4", False),  # an integer answer must be an integer, equal in value
+        ("+4\n", "4", True),
+        ("50000000000000001\n", "50000000000000000", False),  # integers are exact, however large
+        ("yes\n", "YES", False),  # case matters
+        ("nan\n", "nan", True),
+        ("", "", True),
+        ("\n\n", "", True),
+    ],
+)
+def test_stdout_rule(printed, expected, passes):
+    assert stdout_matches(printed, expected) is passes
+
+
+def test_stdout_rule_in_a_run(sandbox):
+    program = '#include <stdio.h>\nint main(void) { printf("%s", " a  \\nb\\t\\n0.5000001\\n\\n"); }\n'
+    assert run(program, [{"input": "", "output": "a\nb\n0.5"}], "c", sandbox=sandbox) == 1.0
+    assert run(program, [{"input": "", "output": "a\n\nb\n0.5"}], "c", sandbox=sandbox) == 0.0
 
 
 def test_a_pass_needs_exit_status_0(sandbox):

@@ -216,6 +216,7 @@ CASES = [
         "output flood",
         "def f():\n    return 'x' * (64 << 20)\ndef g():\n    return 2\n",
         ["assert len(f()) == 64 << 20", "assert g() == 2"],
+        0.5,  # over the cap: that test fails, the next one still runs
     ),
     Case(
         "garbage-on-the-result-channel",
@@ -451,8 +452,7 @@ CASES = [
         "test gaming",
         "class Claims:\n    def __repr__(self):\n        return 'True'\ndef is_prime(n):\n    return Claims()\n",
         ["assert is_prime(7) == True", "assert is_prime(8) == False"],
-        0.5,
-    ),  # what returning True would score
+    ),  # its own class: a handle, equal to nothing but itself
     Case(
         "fake-passed-lines",
         "test gaming",

@@ -12,13 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from rewards import sandbox as sandbox_module
 from rewards.code import build_job, plan_tests
 from rewards.sandbox import Isolation, Limits, Sandbox, SandboxUnavailable
-from rewards.sandbox.worker import literal_value
+from rewards.sandbox.codec import decode
 
 LIMITS = Limits(timeout=2.0, memory=512 << 20, compile_timeout=10.0)
 
@@ -37,8 +35,8 @@ def values_from(box: Sandbox, code: str, *expressions: str, limits: Limits = LIM
     assert response is not None
     results = {}
     for line in response["runs"][0]["results"].splitlines():
-        message = json.loads(line)
-        results[message["i"]] = literal_value(message["r"]) if "r" in message else f"raised {message['e']}"
+        index, kind, payload = line.split("\t", 2)
+        results[int(index)] = decode(payload) if kind == "v" else f"{kind} {payload}"
     return [results.get(index) for index in range(len(expressions))]
 
 
@@ -246,11 +244,12 @@ def test_no_bubblewrap_fails_closed_unless_opted_in(monkeypatch, caplog):
         assert box.isolation == sandbox_module.NO_ISOLATION
         assert "fallback" in caplog.text and "UNTRUSTED" in caplog.text
         assert values_from(box, "open('left-behind', 'w').write('x')\nx = 5", "x") == [5]
-        (scratch,) = {worker.scratch for worker in box._workers}
-        assert Path(scratch).is_dir() and not list(Path(scratch).iterdir())
+        (worker,) = box._workers
+        assert len(worker.scratch) == 2  # the candidate server's and the oracle server's
+        assert all(Path(scratch).is_dir() and not list(Path(scratch).iterdir()) for scratch in worker.scratch)
     finally:
         box.close()
-    assert not Path(scratch).exists()  # no namespaces, so no private /tmp: its directory goes with the worker
+    assert not any(map(os.path.exists, worker.scratch))  # no namespaces, so no private /tmp: they go with the worker
 
 
 def test_a_worker_that_cannot_start_is_reported(monkeypatch):
@@ -283,73 +282,9 @@ def statuses():
     try:
         assert box.backstop_available
         (statuses,) = values_from(box, many_processes, "statuses()")
-        assert any(status != 0 for status in statuses)  # some were OOM-killed: 6 x 100 MiB > 256 MiB
+        # 6 x 100 MiB > 256 MiB: the OOM killer took some children, or the run itself (then no statuses came back)
+        assert statuses is None or any(status != 0 for status in statuses)
         assert values_from(box, "x = 6", "x") == [6]
     finally:
         box.close()
     assert not list(Path("/sys/fs/cgroup").glob(f"**/{box.name}-*"))
-
-
-literals = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text() | st.binary() | st.complex_numbers(),
-    lambda inner: (
-        st.lists(inner)
-        | st.tuples(inner, inner)
-        | st.dictionaries(st.text() | st.integers(), inner)
-        | st.frozensets(st.integers() | st.text())
-        | st.sets(st.integers())
-    ),
-    max_leaves=20,
-)
-
-
-def same(a, b) -> bool:
-    """Equal with the same types all the way down (nan equals nan here)."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, float):
-        return a == b or (math.isnan(a) and math.isnan(b))
-    if isinstance(a, complex):
-        return same(a.real, b.real) and same(a.imag, b.imag)
-    if isinstance(a, list | tuple):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(same(a[key], b[key]) for key in a)
-    return a == b
-
-
-@settings(max_examples=300, deadline=None)
-@given(literals)
-def test_literal_value_rebuilds_every_literal_from_its_repr(value):
-    assert same(literal_value(repr(value)), value)
-
-
-@pytest.mark.parametrize(
-    "text",
-    ["__import__('os').system('id')", "f(1)", "x", "(1).real", "[1, 2][0]", "lambda: 1", "{1: 2}[1]", "2 ** 10",
-     "{[1]: 2}", "{[1]}", "print", "'a' + 'b'", "-'a'"],
-)  # fmt: skip
-def test_literal_value_rejects_anything_that_is_not_a_literal(text):
-    with pytest.raises(ValueError):
-        literal_value(text)
-
-
-@pytest.mark.parametrize("item", ["{}", "({}, 1)"], ids=["int", "tuple"])
-@pytest.mark.parametrize("container", ["[{}]", "({},)", "{{{}}}", "dict"])
-def test_literal_value_refuses_hash_flooding_quickly(container, item):
-    """Distinct values with one hash make set/dict building quadratic; the trusted side must not pay for that."""
-    items = [item.format(index * (2**61 - 1)) for index in range(20000)]
-    if container == "dict":
-        text = "{" + ", ".join(f"{key}: 0" for key in items) + "}"
-    else:
-        text = container.format(", ".join(items))
-    started = time.monotonic()
-    with pytest.raises(ValueError, match="one hash"):
-        literal_value(text)
-    assert time.monotonic() - started < 1.0
-
-
-def test_literal_value_keeps_repeated_and_few_colliding_values():
-    assert literal_value(repr([0] * 1000)) == [0] * 1000
-    assert literal_value(repr({-1, -2})) == {-1, -2}  # hash(-1) == hash(-2) in CPython
-    assert literal_value(repr([index * (2**61 - 1) for index in range(16)])) == [i * (2**61 - 1) for i in range(16)]

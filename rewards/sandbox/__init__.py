@@ -1,14 +1,18 @@
-"""Executor for untrusted code: fork-server workers in long-lived bwrap jails, started once, talked to over pipes.
+"""Executor for untrusted code: fork-server workers in long-lived bwrap jails, started once, talked to over sockets.
 
-The trainer never forks per sample (a fork of a multi-GiB trainer costs ~0.17 s): it starts one jailed worker per
-slot, and each worker forks every untrusted run into fresh namespaces (see `worker.py`). Layers, all on by default:
+The trainer never forks per sample (a fork of a multi-GiB trainer costs ~0.17 s): it starts one jail per slot, and
+each jail holds two fork servers (see `worker.py`): a candidate server, which is sent the model's code and its tests'
+inputs and never a test, and an oracle server, which runs trusted test code against a candidate run through a pipe
+pair the trainer hands both (values cross as `codec` messages). Each forks every run into fresh namespaces. Layers,
+all on by default:
 
 - jail: bwrap with its own pid/net/IPC/UTS namespaces, a read-only view of /usr and of this Python's install (nothing
   else of the host: no /home, /root, /work, /etc), empty environment, a dedicated uid per slot when started as root,
-  a size-capped private /tmp and no visible /proc;
+  a size-capped private /tmp per server and no visible /proc;
 - per-run namespaces: pid (the run is pid 1: everything it starts dies with it), network (no interface at all, not
-  even loopback), IPC, UTS; the run drops every capability and sets no_new_privs (it is uid 0 only inside the
-  worker's user namespace, which maps it to the slot's dedicated uid);
+  even loopback), IPC, UTS; the run drops every capability, sets no_new_privs and cannot use the kernel keyrings
+  (seccomp: they would outlive the run) (it is uid 0 only inside the worker's user namespace, which maps it to the
+  slot's dedicated uid);
 - per-run rlimits: CPU, address space, file size, open files, processes, no core files; plus a wall-clock SIGKILL and
   capped output, enforced by the worker;
 - backstop, where cgroups are writable (root, or a delegated cgroup v2 subtree): a memory cap without swap and a
@@ -24,6 +28,7 @@ code unsandboxed needs an explicit opt-in: `allow_unsandboxed=True` or `TRL_EXT_
 
 from __future__ import annotations
 
+import array
 import atexit
 import dataclasses
 import itertools
@@ -33,6 +38,7 @@ import os
 import queue
 import select
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -42,8 +48,6 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from rewards.sandbox.worker import encode_frame
-
 logger = logging.getLogger(__name__)
 
 UNSANDBOXED_ENV = "TRL_EXT_ALLOW_UNSANDBOXED"
@@ -51,7 +55,8 @@ SLOT_UID_BASE = 1_300_000_000  # when started as root, slot i runs as this uid +
 START_TIMEOUT_S = 30.0
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 WORKER_PATH = Path(__file__).with_name("worker.py")
-JAIL_WORKER_PATH = "/sandbox/worker.py"
+JAIL_DIRECTORY = "/sandbox"
+JAIL_FILES = ("worker.py", "runs.py", "codec.py")  # what the jail shows of this package
 
 
 class SandboxUnavailable(RuntimeError):
@@ -89,7 +94,8 @@ class Limits:
     file_size: int = 16 << 20  # largest file a run may write, bytes
     open_files: int = 64
     processes: int = 64  # processes of the run's own user namespace
-    max_output: int = 1 << 20  # captured stdout / results channel, bytes; past it the run is killed
+    max_output: int = 16 << 20  # largest stdout of a run, and largest value crossing; past it, that test fails
+    max_results: int = 64 << 20  # all the values one run sends back together; past it the run is killed
     compile_timeout: float = 20.0
     compile_memory: int = 2 << 30
 
@@ -178,28 +184,31 @@ class Backstop:
         self.directories = []
 
 
-class _Worker:
-    """One slot: a jailed fork-server process and the pipes to it."""
+def encode_frame(message: dict) -> bytes:
+    body = json.dumps(message).encode()
+    return len(body).to_bytes(4, "big") + body
 
-    def __init__(self, slot: int, argv: list[str], backstop: Backstop | None, scratch: str | None):
-        self.slot = slot
-        self.backstop = backstop
-        self.scratch = scratch  # ours to remove, where the worker has no private /tmp
-        if backstop:
-            argv = backstop.wrap(argv)
-        self.process = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0, close_fds=True, env=_jail_environment()
-        )
+
+class _Channel:
+    """The trusted end of one server's socket: frames out (with pipe ends where a job needs them), frames in."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
         self._buffer = b""
-        hello = self.receive(time.monotonic() + START_TIMEOUT_S)
-        if not hello or not hello.get("ready"):
-            self.kill()
-            detail = (hello or {}).get("error", "no answer")
-            raise SandboxUnavailable(f"sandbox worker did not start: {detail}")
+
+    def send(self, job: dict, fds: tuple[int, ...] = ()) -> bool:
+        frame = encode_frame(job | {"fds": len(fds)} if fds else job)
+        try:
+            if fds:
+                sent = self.sock.sendmsg([frame], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+                frame = frame[sent:]
+            self.sock.sendall(frame)
+        except OSError:
+            return False
+        return True
 
     def receive(self, deadline: float) -> dict | None:
-        """The next frame, or None if the worker died, garbled its answer or missed the deadline."""
-        fd = self.process.stdout.fileno()
+        """The next frame, or None if the server died, garbled its answer or missed the deadline."""
         while True:
             if len(self._buffer) >= 4:
                 size = int.from_bytes(self._buffer[:4], "big")
@@ -210,28 +219,80 @@ class _Worker:
                     except ValueError:
                         return None
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            if remaining <= 0 or not select.select([self.sock], [], [], remaining)[0]:
                 return None
-            chunk = os.read(fd, 1 << 20)
+            try:
+                chunk = self.sock.recv(1 << 20)
+            except OSError:
+                return None
             if not chunk:
                 return None
             self._buffer += chunk
 
-    def request(self, job: dict, deadline: float) -> dict | None:
+
+class _Worker:
+    """One slot: a jail holding a candidate server and an oracle server, and a socket to each."""
+
+    def __init__(self, slot: int, config: dict, backstop: Backstop | None, scratch: list[str], jail: bool):
+        self.slot = slot
+        self.backstop = backstop
+        self.scratch = scratch  # ours to remove, where the servers have no private /tmp
+        candidate, candidate_end = socket.socketpair()
+        oracle, oracle_end = socket.socketpair()
+        self.candidate, self.oracle = _Channel(candidate), _Channel(oracle)
+        config = config | {"candidate_fd": candidate_end.fileno(), "oracle_fd": oracle_end.fileno()}
+        argv = jail_argv(json.dumps(config)) if jail else [python_executable(), "-I", "-S", "-B", str(WORKER_PATH),
+                                                           json.dumps(config)]  # fmt: skip
+        if backstop:
+            argv = backstop.wrap(argv)
         try:
-            self.process.stdin.write(encode_frame(job))
-        except OSError:
+            self.process = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, close_fds=True,
+                pass_fds=(candidate_end.fileno(), oracle_end.fileno()), env=_jail_environment(),
+            )  # fmt: skip
+        finally:
+            candidate_end.close()
+            oracle_end.close()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        for channel in (self.candidate, self.oracle):
+            hello = channel.receive(deadline)
+            if not hello or not hello.get("ready"):
+                self.kill()
+                detail = (hello or {}).get("error", "no answer")
+                raise SandboxUnavailable(f"sandbox worker did not start: {detail}")
+
+    def request(self, job: dict, deadline: float) -> dict | None:
+        """Send a job to the candidate server (an oracle job to both servers); the response, or None."""
+        if job["kind"] != "oracle":
+            return self.candidate.receive(deadline) if self.candidate.send(job) else None
+        requests_read, requests_write = os.pipe()  # oracle run -> candidate run
+        answers_read, answers_write = os.pipe()  # candidate run -> oracle run
+        try:
+            sent = self.candidate.send(job["candidate"], (requests_read, answers_write)) and self.oracle.send(
+                job["oracle"], (answers_read, requests_write)
+            )
+        finally:
+            for fd in (requests_read, requests_write, answers_read, answers_write):
+                os.close(fd)
+        if not sent:
             return None
-        return self.receive(deadline)
+        oracle = self.oracle.receive(deadline)
+        candidate = self.candidate.receive(deadline)
+        if oracle is None or candidate is None:
+            return None
+        for response in (candidate, oracle):
+            if "infra" in response:
+                return response
+        return {"runs": candidate["runs"] + oracle["runs"]}
 
     def kill(self) -> None:
-        """Kill the jail. The pipes stay open (a thread may be reading them: it sees EOF) until the object goes."""
+        """Kill the jail. The sockets stay open (a thread may be reading them: it sees EOF) until the object goes."""
         self.process.kill()
         self.process.wait()
         if self.backstop:
             self.backstop.remove()
-        if self.scratch:
-            shutil.rmtree(self.scratch, ignore_errors=True)
+        for directory in self.scratch:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def _jail_environment() -> dict[str, str]:
@@ -355,6 +416,9 @@ class Sandbox:
             self._started = False
 
     def _spawn(self, slot: int) -> _Worker:
+        private_tmp = self.isolation.jail or self.isolation.sample_namespaces
+        # without any namespace the servers have no private /tmp: each gets a directory, removed when it goes
+        scratch = [] if private_tmp else [tempfile.mkdtemp(prefix="trl-ext-sandbox-") for _ in range(2)]
         config = {
             "jail": self.isolation.jail,
             "uid": SLOT_UID_BASE + slot if os.geteuid() == 0 else None,
@@ -363,20 +427,14 @@ class Sandbox:
             "rlimits": self.isolation.rlimits,
             "scratch_bytes": self.scratch_bytes,
             "scratch_inodes": 4096,
-            # without any namespace the worker has no private /tmp: it gets a directory, removed when it goes
-            "scratch": None
-            if self.isolation.jail or self.isolation.sample_namespaces
-            else tempfile.mkdtemp(prefix="trl-ext-sandbox-"),
+            "scratch": scratch[0] if scratch else None,
+            "oracle_scratch": scratch[1] if scratch else None,
         }
-        if self.isolation.jail:
-            argv = jail_argv(json.dumps(config))
-        else:
-            argv = [python_executable(), "-I", "-S", "-B", str(WORKER_PATH), json.dumps(config)]
         try:
-            return _Worker(slot, argv, self._backstop(slot), config["scratch"])
+            return _Worker(slot, config, self._backstop(slot), scratch, self.isolation.jail)
         except OSError as error:
-            if config["scratch"]:
-                shutil.rmtree(config["scratch"], ignore_errors=True)
+            for directory in scratch:
+                shutil.rmtree(directory, ignore_errors=True)
             raise SandboxUnavailable(f"cannot start the sandbox worker: {error}") from None
 
     def _backstop(self, slot: int) -> Backstop | None:
@@ -423,8 +481,9 @@ def jail_argv(config_json: str) -> list[str]:
         for parent in reversed(install.parents[:-1]):  # parents made traversable: /root itself may be 0700
             argv += ["--perms", "0755", "--dir", str(parent)]
         argv += ["--ro-bind", str(install), str(install)]
+    for name in JAIL_FILES:
+        argv += ["--ro-bind", str(WORKER_PATH.with_name(name)), f"{JAIL_DIRECTORY}/{name}"]
     argv += [
-        "--ro-bind", str(WORKER_PATH), JAIL_WORKER_PATH,
         "--proc", "/proc", "--dev", "/dev", "--dir", "/tmp",
         "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--hostname", "sandbox",
         "--unshare-cgroup-try",
@@ -436,7 +495,7 @@ def jail_argv(config_json: str) -> list[str]:
         argv += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
     else:
         argv += ["--unshare-user"]
-    return argv + [python, "-I", "-S", "-B", JAIL_WORKER_PATH, config_json]
+    return argv + [python, "-I", "-S", "-B", f"{JAIL_DIRECTORY}/worker.py", config_json]
 
 
 _shared: Sandbox | None = None

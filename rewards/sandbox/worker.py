@@ -1,21 +1,28 @@
-"""Fork-server worker for untrusted code; `rewards.sandbox` starts one per slot inside a bwrap jail.
+"""Fork-server workers for untrusted code; `rewards.sandbox` starts one pair per slot inside a bwrap jail.
 
-Standalone on purpose (standard library only): inside the jail this file and the Python standard library are all
+Standalone on purpose (standard library only): inside the jail these files and the Python standard library are all
 there is. At start the worker takes user, mount, pid, network, IPC and UTS namespaces of its own (so it may make
-more without privileges) and lives on as pid 1 of its pid namespace. A worker runs one job at a time. Every
-untrusted run is a fork into fresh pid, network, IPC and UTS namespaces (the worker `unshare`s them, forks, and
-`setns` back to its own), so the run is pid 1 of its own pid namespace and everything it starts dies with it. The
-run drops every capability, and gets rlimits, a wall-clock SIGKILL, capped output and a scratch directory that is
-wiped afterwards.
+more without privileges) and lives on as pid 1 of its pid namespace. It then forks the *oracle server*, before any
+job arrives, and goes on as the *candidate server*:
 
-Nothing the untrusted process reports is a verdict: it sends back values (repr), output and exit status, and the
-trusted side compares. Protocol on fd 0 / fd 1: frames of a 4-byte big-endian length and a UTF-8 JSON object.
+- the candidate server is sent the model's code and the inputs of its tests, never a test: no run forked from it can
+  find an expected value anywhere in its memory (frames, objects, heap, freed pages), because none was ever there;
+- the oracle server, in a mount namespace with a /tmp of its own, is sent trusted test code (HumanEval `check`
+  functions, asserts that cannot be split) and runs it against a candidate run through two pipes (`runs.Peer`).
+
+Each server runs one job at a time, every untrusted run a fork into fresh pid, network, IPC and UTS namespaces (the
+server `unshare`s them, forks, and `setns` back to its own), so the run is pid 1 of its own pid namespace and
+everything it starts dies with it. The run drops every capability, and gets rlimits, a wall-clock SIGKILL, capped
+output and a scratch directory that is wiped afterwards.
+
+Nothing the untrusted process reports is a verdict: it sends back values, output and exit status, and the trusted
+side compares. Protocol on each server's socket: frames of a 4-byte big-endian length and a UTF-8 JSON object; a
+job that needs pipe ends gets them as SCM_RIGHTS ancillary data with its first byte.
 """
 
 from __future__ import annotations
 
-import ast
-import builtins
+import array
 import ctypes
 import fcntl
 import gc
@@ -25,11 +32,14 @@ import os
 import resource
 import select
 import signal
+import socket
 import sys
 import time
-from collections import Counter
 
-_write = os.write  # held before any untrusted code runs in a forked child, which may rebind os.write
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # `-I` leaves the script's own directory out
+import runs  # noqa: E402  (and, through it, codec: imported before any run forks, so no run pays for it)
+
+sys.path.pop(0)
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -38,8 +48,12 @@ CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
-PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS, PR_SET_CHILD_SUBREAPER = 1, 4, 38, 36
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS, PR_SET_CHILD_SUBREAPER, PR_SET_SECCOMP = 1, 4, 38, 36, 22
 DRAIN_GRACE_S = 1.0  # after a run ends, how long its pipes may take to reach EOF
+MAX_FDS_PER_FRAME = 4
+COMPILER_DIAGNOSTICS = 4096  # bytes of a compiler's stderr kept for the trusted side's log
+_write = os.write  # held before any untrusted code runs in a forked child, which may rebind os.write
+_write_all = runs.write_all
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -64,29 +78,89 @@ def _drop_capabilities() -> None:
     _check(_libc.capset(ctypes.byref(_CapabilityHeader(0x20080522, 0)), no_capabilities), "capset")
 
 
+# ---------------------------------------------------------------------------------------------------- seccomp
+
+# add_key, request_key, keyctl by syscall ABI (audit arch): runs share the worker's user namespace, and with it the
+# kernel keyrings of their uid, which would carry data from one sample to the next.
+_KEYRING_SYSCALLS = {
+    "x86_64": [(0xC000003E, (248, 249, 250)), (0x40000003, (286, 287, 288))],  # x86-64 (and x32), i386
+    "aarch64": [(0xC00000B7, (217, 218, 219)), (0x40000028, (309, 310, 311))],  # arm64, arm
+}
+_X32_SYSCALL_BIT = 0x40000000
+_BPF_LOAD, _BPF_JEQ, _BPF_JGE, _BPF_RETURN = 0x20, 0x15, 0x35, 0x06
+_SECCOMP_RET_ALLOW, _SECCOMP_RET_EPERM = 0x7FFF0000, 0x00050001
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+def keyring_filter(machine: str) -> _SockFprog:
+    """A seccomp program that fails the keyring calls with EPERM and allows everything else."""
+    if machine not in _KEYRING_SYSCALLS:
+        raise OSError(f"no keyring filter for {machine}: the runs' keyrings would carry data between samples")
+    program: list[tuple[int, int, int | str, int]] = [(_BPF_LOAD, 0, 0, 4)]  # seccomp_data.arch
+    for arch, numbers in _KEYRING_SYSCALLS[machine]:
+        block = [(_BPF_LOAD, 0, 0, 0)]  # seccomp_data.nr
+        if arch == 0xC000003E:
+            block.append((_BPF_JGE, "deny", 0, _X32_SYSCALL_BIT))
+        block += [(_BPF_JEQ, "deny", 0, number) for number in numbers] + [(_BPF_RETURN, 0, 0, _SECCOMP_RET_ALLOW)]
+        program.append((_BPF_JEQ, 0, len(block), arch))
+        program += block
+    program += [(_BPF_RETURN, 0, 0, _SECCOMP_RET_ALLOW), (_BPF_RETURN, 0, 0, _SECCOMP_RET_EPERM)]
+    deny = len(program) - 1
+    array_type = _SockFilter * len(program)
+    instructions = array_type(*(_SockFilter(code, deny - index - 1 if jt == "deny" else jt, jf, k)
+                                for index, (code, jt, jf, k) in enumerate(program)))  # fmt: skip
+    prog = _SockFprog(len(program), ctypes.cast(instructions, ctypes.POINTER(_SockFilter)))
+    prog.instructions = instructions  # kept alive with the program that points at them
+    return prog
+
+
 # ---------------------------------------------------------------------------------------------------- framing
 
 
-def read_frame(fd: int) -> dict | None:
-    """The next frame on `fd`, or None at EOF."""
-    header = _read_exact(fd, 4)
-    if header is None:
-        return None
-    body = _read_exact(fd, int.from_bytes(header, "big"))
-    if body is None:
-        return None
-    return json.loads(body)
+class Channel:
+    """A server's socket to the trusted side: frames in (with any pipe ends they carry), frames out."""
 
+    def __init__(self, fd: int):
+        self.sock = socket.socket(fileno=fd)
+        self.buffer = b""
+        self.fds: list[int] = []
 
-def _read_exact(fd: int, size: int) -> bytes | None:
-    chunks, remaining = [], size
-    while remaining:
-        chunk = os.read(fd, min(remaining, 1 << 20))
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        remaining -= len(chunk)
-    return b"".join(chunks)
+    def _fill(self) -> bool:
+        data, ancillary, _, _ = self.sock.recvmsg(1 << 20, socket.CMSG_SPACE(MAX_FDS_PER_FRAME * 4))
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds = array.array("i")
+                fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+                self.fds.extend(fds)
+        self.buffer += data
+        return bool(data)
+
+    def read(self) -> tuple[dict, list[int]] | None:
+        """The next job and the pipe ends it came with, or None at EOF."""
+        while len(self.buffer) < 4:
+            if not self._fill():
+                return None
+        size = int.from_bytes(self.buffer[:4], "big")
+        while len(self.buffer) < 4 + size:
+            if not self._fill():
+                return None
+        body, self.buffer = self.buffer[4 : 4 + size], self.buffer[4 + size :]
+        job = json.loads(body)
+        count = job.get("fds", 0)
+        fds, self.fds = self.fds[:count], self.fds[count:]
+        if len(fds) != count:
+            raise OSError("a job arrived without its pipe ends")
+        return job, fds
+
+    def write(self, message: dict) -> None:
+        self.sock.sendall(encode_frame(message))
 
 
 def encode_frame(message: dict) -> bytes:
@@ -94,219 +168,9 @@ def encode_frame(message: dict) -> bytes:
     return len(body).to_bytes(4, "big") + body
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    while data:
-        data = data[_write(fd, data) :]
-
-
 def _emit(fd: int, message: dict) -> None:
-    """One JSON line on a run's result channel."""
+    """One JSON line on a run's channel."""
     _write_all(fd, (json.dumps(message) + "\n").encode())
-
-
-# ---------------------------------------------------------------------------------------------------- values
-
-
-def literal_value(text: str):
-    """The value whose repr() is `text`: literals, containers, set()/frozenset(), inf/nan, and nothing that runs code.
-
-    Values cross every process boundary this way, so a rigged `__eq__` or `__hash__` never reaches the trusted side.
-    Raises ValueError for anything else.
-    """
-    try:
-        return _literal(ast.parse(text.strip(), mode="eval").body)
-    except (SyntaxError, TypeError, RecursionError, MemoryError) as error:  # unhashable set member, too deep, ...
-        raise ValueError(f"not a literal: {type(error).__name__}") from None
-
-
-MAX_EQUAL_HASHES = 16  # distinct items of one container that may share a hash value
-_NON_FINITE = {"inf": math.inf, "nan": math.nan, "infj": complex(0, math.inf), "nanj": complex(0, math.nan)}
-_NUMBER = (int, float, complex)
-
-
-def _literal(node: ast.expr):
-    if isinstance(node, ast.Constant):
-        return node.value
-    if isinstance(node, ast.Tuple | ast.List | ast.Set):
-        items = _spread_hashes([_literal_item(element) for element in node.elts])
-        return {ast.Tuple: tuple, ast.List: list, ast.Set: set}[type(node)](items)
-    if isinstance(node, ast.Dict) and None not in node.keys:
-        keys = _spread_hashes([_literal_item(key) for key in node.keys])
-        return dict(zip(keys, (_literal_item(value) for value in node.values), strict=True))
-    if isinstance(node, ast.Name) and node.id in _NON_FINITE:
-        return _NON_FINITE[node.id]
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
-        operand = _literal(node.operand)
-        if type(operand) in _NUMBER:
-            return -operand if isinstance(node.op, ast.USub) else operand
-    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add | ast.Sub):  # complex: (1+2j), (-0-1j)
-        left, right = _literal(node.left), _literal(node.right)
-        if type(left) in (int, float) and type(right) is complex:
-            return left + right if isinstance(node.op, ast.Add) else left - right
-    if (
-        isinstance(node, ast.Call)
-        and isinstance(node.func, ast.Name)
-        and node.func.id in ("set", "frozenset")
-        and len(node.args) <= 1
-        and not node.keywords
-    ):
-        return {"set": set, "frozenset": frozenset}[node.func.id](*(_literal(arg) for arg in node.args))
-    raise ValueError(f"not a literal: {ast.dump(node)[:80]}")
-
-
-def _literal_item(node: ast.expr):
-    return node.value if type(node) is ast.Constant else _literal(node)  # the common case, without a call
-
-
-def _spread_hashes(items: list) -> list:
-    """`items`, unless many distinct ones share a hash value (ints are easy to collide: multiples of 2**61 - 1).
-
-    Putting such items in a set or dict, here or later in a test like `set(result) == ...`, takes quadratic time:
-    a 1 MiB answer could stall the trusted side for many seconds.
-    """
-    if len(items) <= MAX_EQUAL_HASHES:
-        return items
-    hashable = [item for item in items if type(item).__hash__ is not None]  # lists never go into a set as they are
-    crowded = {value for value, count in Counter(map(hash, hashable)).items() if count > MAX_EQUAL_HASHES}
-    for value in crowded:  # equal items share a hash harmlessly: count the distinct ones
-        distinct: list = []
-        for item in hashable:
-            if hash(item) == value and all(item != other for other in distinct):
-                distinct.append(item)
-                if len(distinct) > MAX_EQUAL_HASHES:
-                    raise ValueError("not a literal: too many distinct values with one hash")
-    return items
-
-
-# ---------------------------------------------------------------------------------------------------- python runs
-# Each runs in the forked child (the untrusted run) and ends the process itself.
-
-
-def _flush_stdio() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except BaseException:  # the program may have replaced or closed them
-            pass
-
-
-def _exit_code(error: SystemExit) -> int:
-    if error.code is None:
-        return 0
-    if isinstance(error.code, int):
-        return error.code & 0xFF
-    print(error.code, file=sys.stderr)
-    return 1
-
-
-def run_python_calls(source: str, expressions: list[str]) -> None:
-    """Define the candidate, then evaluate each call expression; send back repr() of each result on fd 3."""
-    namespace = {"__name__": "__candidate__", "__builtins__": builtins}
-    try:
-        exec(compile(source, "<candidate>", "exec"), namespace)
-    except BaseException as error:
-        _emit(3, {"module_error": type(error).__name__})
-        os._exit(1)
-    for index, expression in enumerate(expressions):
-        try:
-            text = repr(eval(compile(expression, "<test>", "eval"), namespace))
-        except BaseException as error:
-            _emit(3, {"i": index, "e": type(error).__name__})
-        else:
-            _emit(3, {"i": index, "r": text})
-    os._exit(0)
-
-
-def run_python_compile(source: str) -> None:
-    """Compile only (no candidate code runs), result on fd 3."""
-    try:
-        compile(source, "<candidate>", "exec")
-    except BaseException as error:
-        _emit(3, {"ok": False, "e": type(error).__name__})
-    else:
-        _emit(3, {"ok": True})
-    os._exit(0)
-
-
-def run_python_main(source: str) -> None:
-    """Run the program as __main__ with the real stdin/stdout (stdin/stdout tests)."""
-    sys.stdin = open(0, closefd=False)  # noqa: SIM115 - fresh objects over the run's own fds 0-2
-    sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
-    sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
-    code = 0
-    try:
-        exec(compile(source, "<candidate>", "exec"), {"__name__": "__main__", "__builtins__": builtins})
-    except SystemExit as error:
-        code = _exit_code(error)
-    except BaseException as error:
-        print(f"{type(error).__name__}: {error}", file=sys.stderr)
-        code = 1
-    _flush_stdio()
-    os._exit(code)
-
-
-def run_python_server(source: str) -> None:
-    """Candidate side of an oracle run: define the candidate, then answer calls (fd 3 in, fd 4 out)."""
-    namespace = {"__name__": "__candidate__", "__builtins__": builtins}
-    exec(compile(source, "<candidate>", "exec"), namespace)  # an exception ends the run: the oracle sees EOF
-    requests = os.fdopen(3, "rb")
-    while line := requests.readline():
-        try:
-            request = json.loads(line)
-            args, kwargs = literal_value(request["a"]), literal_value(request["k"])
-            text = repr(namespace[request["f"]](*args, **kwargs))
-        except BaseException as error:
-            _emit(4, {"e": type(error).__name__})
-        else:
-            _emit(4, {"r": text})
-    os._exit(0)
-
-
-class CandidateError(Exception):
-    """Raised in the oracle where a call to the candidate failed or returned something that is not a literal."""
-
-
-def run_python_oracle(setup: str, test_source: str, statements: list[str], proxies: list[str], max_line: int) -> None:
-    """Trusted side of an oracle run: the tests run here, with no candidate code in the process.
-
-    Each name in `proxies` becomes a stub that forwards its call to the candidate process (fd 4 out, fd 3 in) and
-    rebuilds the answer with `literal_value`. One verdict line per statement on fd 5.
-    """
-    namespace = {"__name__": "__oracle__", "__builtins__": builtins}
-    answers = os.fdopen(3, "rb")
-
-    def proxy_for(name: str):
-        def proxy(*args, **kwargs):
-            _emit(4, {"f": name, "a": repr(args), "k": repr(kwargs)})
-            line = answers.readline(max_line + 1)
-            if not line.endswith(b"\n"):
-                raise CandidateError("no answer")
-            answer = json.loads(line)
-            if "r" not in answer:
-                raise CandidateError(str(answer.get("e")))
-            try:
-                return literal_value(answer["r"])
-            except ValueError:
-                raise CandidateError("answer is not a literal") from None
-
-        proxy.__name__ = name
-        return proxy
-
-    try:
-        exec(compile(setup, "<setup>", "exec"), namespace)
-        exec(compile(test_source, "<test>", "exec"), namespace)
-    except BaseException as error:
-        _emit(5, {"setup_error": f"{type(error).__name__}: {error}"[:500]})
-        os._exit(1)
-    namespace.update({name: proxy_for(name) for name in proxies})
-    for index, statement in enumerate(statements):
-        try:
-            exec(compile(statement, "<test>", "exec"), namespace)
-        except BaseException as error:
-            _emit(5, {"t": index, "ok": False, "e": type(error).__name__})
-        else:
-            _emit(5, {"t": index, "ok": True})
-    os._exit(0)
 
 
 # ---------------------------------------------------------------------------------------------------- runs
@@ -356,10 +220,10 @@ class Run:
 
 
 class Reader:
-    """Drains one pipe of a run and keeps up to `cap` bytes; past that it kills the run."""
+    """Drains one pipe of a run and keeps up to `cap` bytes; past that it kills the run (if `enforce`)."""
 
-    def __init__(self, fd: int, run: Run, cap: int):
-        self.fd, self.run, self.cap = fd, run, cap
+    def __init__(self, fd: int, run: Run, cap: int, enforce: bool = True):
+        self.fd, self.run, self.cap, self.enforce = fd, run, cap, enforce
         self.chunks: list[bytes] = []
         self.size = 0
         self.truncated = False
@@ -374,7 +238,8 @@ class Reader:
         if len(chunk) > room:
             self.truncated = True
             chunk = chunk[: max(room, 0)]
-            self.run.kill("output limit")
+            if self.enforce:
+                self.run.kill("output limit")
         self.chunks.append(chunk)
         self.size += len(chunk)
         return True
@@ -395,6 +260,9 @@ class Worker:
         self.scratch = (
             config["scratch"] or "/tmp"
         )  # a directory from the trusted side when there is no mount namespace
+        self.role = "candidate"
+        shared_user_namespace = config["jail"] or self.sample_namespaces
+        self.keyrings = keyring_filter(os.uname().machine) if shared_user_namespace else None
         self._enter_namespaces()
         _prctl(PR_SET_CHILD_SUBREAPER, 1)
         self.devnull = os.open(os.devnull, os.O_RDWR)  # stdin/stdout/stderr of runs that need none
@@ -439,9 +307,9 @@ class Worker:
 
     # -------------------------------------------------------------- spawning one run
 
-    def spawn(self, target, child_fds: dict[int, int], limits: dict) -> Run:
+    def spawn(self, target, child_fds: dict[int, int], limits: dict, keep: frozenset[int] = frozenset()) -> Run:
         """Fork the run into fresh namespaces: `child_fds` maps its fd numbers to the worker's pipe ends (closed here
-        afterwards). Raises OSError when the kernel refuses (an infrastructure failure)."""
+        afterwards, except those in `keep`). Raises OSError when the kernel refuses (an infrastructure failure)."""
         control_read, control_write = os.pipe()
         if self.sample_namespaces:
             _check(_libc.unshare(sum(self.run_namespaces)), "unshare")
@@ -454,7 +322,7 @@ class Worker:
             self._run_child(target, child_fds, limits, control_write)
         self._return_home()
         os.close(control_write)
-        for fd in set(child_fds.values()) - {self.devnull}:
+        for fd in set(child_fds.values()) - {self.devnull} - keep:
             os.close(fd)
         return Run(pid, control_read, not self.sample_namespaces)
 
@@ -481,6 +349,8 @@ class Worker:
             _drop_capabilities()
             _prctl(PR_SET_NO_NEW_PRIVS, 1)
             _prctl(PR_SET_DUMPABLE, 0)
+            if self.keyrings is not None:
+                _check(_libc.prctl(PR_SET_SECCOMP, 2, ctypes.byref(self.keyrings), 0, 0), "seccomp")
         except BaseException as error:
             _emit(control, {"infra": f"setting up a run: {type(error).__name__}: {error}"})
             os._exit(1)
@@ -498,17 +368,19 @@ class Worker:
         readers: list[Reader],
         timeout: float,
         stdin: tuple[int, bytes] | None = None,
-        on_exit=None,
+        hangup: tuple[int, Run] | None = None,
     ) -> bool:
         """Drive `runs` until they end or the wall clock runs out (then SIGKILL). Returns True on timeout.
 
         A run is over when its outer child exits, not at EOF: the pipes are drained afterwards, for a grace period.
+        `hangup`: (fd, run): kill the run once nothing holds the other end of that pipe any more.
         """
         deadline = time.monotonic() + timeout
         drain_until = None
         open_readers = {reader.fd: reader for reader in readers}
         live = {run.pidfd: run for run in runs}
         stdin_fd, stdin_data = stdin or (-1, b"")
+        hangup_fd, hangup_run = hangup or (-1, None)
         timed_out = False
         while live or open_readers:
             now = time.monotonic()
@@ -526,12 +398,14 @@ class Worker:
                 poller.register(fd, select.POLLIN)
             if stdin_fd >= 0:
                 poller.register(stdin_fd, select.POLLOUT)
+            if hangup_fd >= 0:
+                poller.register(hangup_fd, 0)  # reports POLLHUP only
             for fd, _ in poller.poll(max(wait, 0.001) * 1000):
                 if fd in live:
-                    run = live.pop(fd)
-                    run.reap()
-                    if on_exit:
-                        on_exit(run)
+                    live.pop(fd).reap()
+                elif fd == hangup_fd:
+                    hangup_run.kill("its oracle finished")
+                    hangup_fd = -1
                 elif fd in open_readers:
                     if not open_readers[fd].feed():
                         del open_readers[fd]
@@ -556,20 +430,22 @@ class Worker:
         *,
         stdin_data: bytes | None = None,
         capture_stdout: bool = False,
+        capture_stderr: bool = False,
         results: bool = False,
         files: dict[str, bytes] | None = None,
         keep_file: str | None = None,
     ) -> dict:
         """One untrusted run with the usual plumbing, in a scratch directory that holds `files` and is wiped after.
 
-        The outcome carries `stdout`/`results` text where asked, and the bytes of `keep_file` under "kept".
+        The outcome carries `stdout`/`stderr`/`results` text where asked, and the bytes of `keep_file` under "kept".
+        stdout is capped at `max_output`, results at `max_results`, stderr at COMPILER_DIAGNOSTICS.
         """
         for name, content in (files or {}).items():
             path = os.path.join(self.scratch, name)
             with open(path, "wb") as handle:
                 handle.write(content)
             os.chmod(path, 0o755)
-        child_fds = {2: self.devnull}  # nothing reads a run's stderr
+        child_fds: dict[int, int] = {}
         read_ends: dict[str, int] = {}
         stdin = None
         if stdin_data is None:
@@ -578,13 +454,15 @@ class Worker:
             child_fds[0], stdin_write = os.pipe()
             os.set_blocking(stdin_write, False)
             stdin = (stdin_write, stdin_data)
-        for number, name, wanted in ((1, "stdout", capture_stdout), (3, "results", results)):
+        for number, name, wanted in ((1, "stdout", capture_stdout), (2, "stderr", capture_stderr),
+                                     (3, "results", results)):  # fmt: skip
             if wanted:
                 read_ends[name], child_fds[number] = os.pipe()
-            elif number == 1:
-                child_fds[1] = self.devnull
+            elif number < 3:
+                child_fds[number] = self.devnull
         run = self.spawn(target, child_fds, limits)
-        pipe_readers = {name: Reader(fd, run, limits["max_output"]) for name, fd in read_ends.items()}
+        caps = {"stdout": limits["max_output"], "stderr": COMPILER_DIAGNOSTICS, "results": limits["max_results"]}
+        pipe_readers = {name: Reader(fd, run, caps[name], name != "stderr") for name, fd in read_ends.items()}
         timed_out = self.collect([run], list(pipe_readers.values()), limits["timeout"], stdin)
         outcome = run.outcome() | {"timed_out": timed_out}
         for name, reader in pipe_readers.items():
@@ -600,62 +478,67 @@ class Worker:
 
     # -------------------------------------------------------------- jobs
 
-    def handle(self, job: dict) -> dict:
-        kind = job["kind"]
-        limits = job["limits"]
+    def handle(self, job: dict, fds: list[int]) -> dict:
+        kind, limits = job["kind"], job["limits"]
+        if (kind == "python_oracle") != (self.role == "oracle"):
+            raise ValueError(f"the {self.role} server does not take {kind!r} jobs")
+        cap = limits["max_output"]
         if kind == "python_calls":
-            return {
-                "runs": [
-                    self.run_one(lambda: run_python_calls(job["source"], job["expressions"]), limits, results=True)
-                ]
-            }
+            target = lambda: runs.run_calls(job["source"], job["expressions"], cap)  # noqa: E731
+            return {"runs": [self.run_one(target, limits, results=True)]}
         if kind == "python_compile":
-            return {"runs": [self.run_one(lambda: run_python_compile(job["source"]), limits, results=True)]}
+            return {"runs": [self.run_one(lambda: runs.run_compile(job["source"]), limits, results=True)]}
         if kind == "python_io":
-            target = lambda: run_python_main(job["source"])  # noqa: E731
+            target = lambda: runs.run_main(job["source"])  # noqa: E731
             return {
                 "runs": [
                     self.run_one(target, limits, stdin_data=data.encode(), capture_stdout=True)
                     for data in job["inputs"]
                 ]
             }
+        if kind == "python_serve":
+            return {"runs": [self.run_candidate_server(job, fds, limits)]}
         if kind == "python_oracle":
-            return {"runs": self.run_oracle(job, limits)}
+            return {"runs": [self.run_oracle(job, fds, limits)]}
         if kind == "native":
             return {"runs": self.run_native(job, limits)}
         raise ValueError(f"unknown job kind {kind!r}")
 
-    def run_oracle(self, job: dict, limits: dict) -> list[dict]:
-        """Candidate and oracle as two runs in separate namespaces, joined only by the call/answer pipes."""
-        calls_read, calls_write = os.pipe()
-        answers_read, answers_write = os.pipe()
+    def run_candidate_server(self, job: dict, fds: list[int], limits: dict) -> dict:
+        """The candidate side of an oracle job: requests in on fd 3, answers out on fd 4. The run ends when the oracle
+        run does (nothing holds the requests pipe's write end any more), or at its own time limit."""
+        requests, answers = fds
+        null = self.devnull
+        run = self.spawn(
+            lambda: runs.run_candidate_server(job["source"], job["value_classes"], limits["max_output"]),
+            {0: null, 1: null, 2: null, 3: requests, 4: answers},
+            limits,
+            keep=frozenset({requests}),
+        )
+        timed_out = self.collect([run], [], limits["timeout"], hangup=(requests, run))
+        os.close(requests)
+        self._wipe_scratch()
+        return run.outcome() | {"timed_out": timed_out}
+
+    def run_oracle(self, job: dict, fds: list[int], limits: dict) -> dict:
+        """The trusted side of an oracle job: answers in on fd 3, requests out on fd 4, verdicts on fd 5."""
+        answers, requests = fds
         verdicts_read, verdicts_write = os.pipe()
         null = self.devnull
-        candidate = self.spawn(
-            lambda: run_python_server(job["source"]),
-            {0: null, 1: null, 2: null, 3: calls_read, 4: answers_write},
+        run = self.spawn(
+            lambda: runs.run_oracle(job["setup"], job["test_source"], job["statements"], job["proxies"],
+                                    job["value_classes"], limits["max_output"]),
+            {0: null, 1: null, 2: null, 3: answers, 4: requests, 5: verdicts_write},
             limits,
-        )
-        oracle = self.spawn(
-            lambda: run_python_oracle(
-                job["setup"], job["test_source"], job["statements"], job["proxies"], limits["max_output"]
-            ),
-            {0: null, 1: null, 2: null, 3: answers_read, 4: calls_write, 5: verdicts_write},
-            limits,
-        )
-        verdicts = Reader(verdicts_read, oracle, limits["max_output"])
-
-        def end_candidate_with_oracle(run: Run) -> None:
-            if run is oracle:
-                candidate.kill("oracle finished")
-
-        timed_out = self.collect([candidate, oracle], [verdicts], limits["timeout"], on_exit=end_candidate_with_oracle)
+        )  # fmt: skip
+        verdicts = Reader(verdicts_read, run, limits["max_results"])
+        timed_out = self.collect([run], [verdicts], limits["timeout"])
         self._wipe_scratch()
-        return [
-            candidate.outcome() | {"timed_out": timed_out},
-            oracle.outcome()
-            | {"timed_out": timed_out, "results": verdicts.text(), "results_truncated": verdicts.truncated},
-        ]
+        return run.outcome() | {
+            "timed_out": timed_out,
+            "results": verdicts.text(),
+            "results_truncated": verdicts.truncated,
+        }
 
     def run_native(self, job: dict, limits: dict) -> list[dict]:
         """Compile (one run), then one run per stdin input; the binary lives in the worker between runs."""
@@ -664,15 +547,16 @@ class Worker:
         compiled = self.run_one(
             lambda: _exec(compiler),
             compile_limits,
+            capture_stderr=True,
             files={job["source_name"]: job["source"].encode()},
             keep_file="prog",
         )
         binary = compiled.pop("kept", None)
-        runs = [compiled]
+        runs_done = [compiled]
         if compiled["exit"] != 0 or job["inputs"] is None or binary is None:
-            return runs
+            return runs_done
         for data in job["inputs"]:
-            runs.append(
+            runs_done.append(
                 self.run_one(
                     lambda: _exec(["./prog"]),
                     limits,
@@ -681,23 +565,37 @@ class Worker:
                     files={"prog": binary},
                 )
             )
-        return runs
+        return runs_done
 
-    def serve(self) -> None:
+    def become_oracle_server(self) -> None:
+        """The oracle server's own scratch: a private /tmp where there is a mount namespace, else its own directory."""
+        self.role = "oracle"
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if self.config["jail"] or self.sample_namespaces:
+            _check(_libc.unshare(CLONE_NEWNS), "unshare")
+            options = f"size={self.config['scratch_bytes']},nr_inodes={self.config['scratch_inodes']},mode=0777"
+            _check(_libc.mount(b"tmpfs", b"/tmp", b"tmpfs", MS_NOSUID | MS_NODEV, options.encode()), "mount /tmp")
+        else:
+            self.scratch = self.config["oracle_scratch"]
+
+    def serve(self, channel: Channel) -> None:
         gc.freeze()  # what exists now is shared with every run: keep the runs' collector off those pages
-        _write_all(1, encode_frame({"ready": True}))
-        while (job := read_frame(0)) is not None:
+        channel.write({"ready": True})
+        while (message := channel.read()) is not None:
+            job, fds = message
             try:
-                response = self.handle(job)
+                response = self.handle(job, fds)
             except Exception as error:  # a bug or an exhausted resource here: the parent scores None, not 0
                 response = {"infra": f"{type(error).__name__}: {error}"}
+                for fd in fds:
+                    _close_quietly(fd)
             while True:  # reap runs orphaned by a kill (their outer child died first)
                 try:
                     if os.waitpid(-1, os.WNOHANG)[0] == 0:
                         break
                 except ChildProcessError:
                     break
-            _write_all(1, encode_frame(response))
+            channel.write(response)
 
 
 def _remove_contents(directory: str) -> None:
@@ -751,13 +649,36 @@ def _set_rlimits(limits: dict) -> None:
         resource.setrlimit(resource_id, (value, value))
 
 
-def main() -> None:
+def _close_quietly(fd: int) -> None:
     try:
-        worker = Worker(json.loads(sys.argv[1]))
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def main() -> None:
+    """Start as configured (argv[1]), fork the oracle server, serve as the candidate server."""
+    config = json.loads(sys.argv[1])
+    sys.argv = ["main.py"]  # what a program run as `python main.py` sees
+    runs.install_site_builtins()
+    candidate = Channel(config["candidate_fd"])
+    try:
+        worker = Worker(config)
+        pid = os.fork()
+        if pid == 0:
+            candidate.sock.close()
+            try:
+                worker.become_oracle_server()
+            except Exception as error:
+                Channel(config["oracle_fd"]).write({"error": f"{type(error).__name__}: {error}"})
+                os._exit(1)
+            worker.serve(Channel(config["oracle_fd"]))
+            os._exit(0)
+        os.close(config["oracle_fd"])
     except Exception as error:
-        _write_all(1, encode_frame({"error": f"{type(error).__name__}: {error}"}))
+        candidate.write({"error": f"{type(error).__name__}: {error}"})
         sys.exit(1)
-    worker.serve()
+    worker.serve(candidate)
 
 
 if __name__ == "__main__":
