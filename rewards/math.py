@@ -1881,7 +1881,7 @@ class MathAnswerReward:
             return 0.0
 
     def __call__(self, completions: list, **kwargs) -> list[float | None]:
-        if isinstance(completions, str | bytes) or not isinstance(completions, list | tuple):
+        if not _is_column(completions):
             raise TypeError(
                 f"completions must be a list of completions (strings or chat-message lists), as TRL passes them; "
                 f"got {type(completions).__name__}"
@@ -1907,12 +1907,17 @@ def make_math_answer_reward(
     return MathAnswerReward(gold_column=gold_column, strict=strict, timeout=timeout, name=name)
 
 
+def _is_column(values: Any) -> bool:
+    """A sequence of per-completion values: a list or tuple, or a `datasets` column; not a string or a mapping."""
+    sized = hasattr(values, "__len__") and hasattr(values, "__getitem__")
+    return sized and not isinstance(values, str | bytes | dict)
+
+
 def _column(name: str, column: Any, count: int) -> Any:
     """A gold column as TRL passes it: a sequence (a list, or a `datasets` column) with one value per completion."""
     if column is None:
         return None
-    sized = hasattr(column, "__len__") and hasattr(column, "__getitem__")
-    if isinstance(column, str | bytes | dict) or not sized:
+    if not _is_column(column):
         raise TypeError(
             f"{name} must be a list with one gold answer per completion (a dataset column, as TRL passes it); "
             f"got {type(column).__name__}"
