@@ -13,7 +13,7 @@ closed. Every DistillationConfig and ModelConfig flag works (--teacher_model_nam
 from trl import DistillationConfig, DistillationTrainer
 
 from trl_ext.distillation import resolve_teacher
-from trl_ext.recipe import parse_recipe_args, prepare_run
+from trl_ext.recipe import parse_recipe_args, prepare_run, run_recipe
 
 
 def main() -> None:
@@ -26,4 +26,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_recipe(main)

@@ -16,7 +16,7 @@ from trl import DPOTrainer
 from trl_ext.dpo_rounds_config import DPORoundsConfig
 from trl_ext.dpo_rounds_trainer import DPORoundsTrainer
 from trl_ext.preference_pairs import PreferenceDataArguments, load_preference_data
-from trl_ext.recipe import parse_recipe_args, prepare_run
+from trl_ext.recipe import parse_recipe_args, prepare_run, run_recipe
 
 
 def main() -> None:
@@ -31,4 +31,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_recipe(main)

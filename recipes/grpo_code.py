@@ -10,7 +10,7 @@ for what the host needs (bubblewrap). Every GRPOConfig and ModelConfig flag work
 
 from trl import GRPOConfig, GRPOTrainer
 
-from trl_ext.recipe import CODE_TASK, parse_recipe_args, prepare_run
+from trl_ext.recipe import CODE_TASK, parse_recipe_args, prepare_run, run_recipe
 
 
 def main() -> None:
@@ -21,4 +21,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_recipe(main)

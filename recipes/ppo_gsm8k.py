@@ -8,7 +8,7 @@ critic_warmup_steps, missing_eos_penalty) and ModelConfig flag works (LoRA: --us
 """
 
 from trl_ext import PPOConfig, PPOTrainer
-from trl_ext.recipe import parse_recipe_args, prepare_run
+from trl_ext.recipe import parse_recipe_args, prepare_run, run_recipe
 
 
 def main() -> None:
@@ -19,4 +19,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_recipe(main)

@@ -9,6 +9,7 @@ of step with the others, ends the whole run with an error in bounded time.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -17,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
@@ -94,7 +96,15 @@ def launch(recipe: str, args: list[str], tmp_path: Path, timeout: float = 600) -
     env["PYTHONPATH"] = os.pathsep.join([str(hook_dir), str(Path(__file__).parent), env.get("PYTHONPATH", "")])
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(PROCESSES)]
     command += [str(REPO / "recipes" / f"{recipe}.py"), *args]
-    return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    launcher = subprocess.Popen(command, cwd=tmp_path, env=env, start_new_session=True, **pipes)
+    try:
+        stdout, stderr = launcher.communicate(timeout=timeout)
+    finally:  # the launcher and every process it started (they get sessions of their own), also after a timeout
+        with contextlib.suppress(psutil.NoSuchProcess):
+            for process in [*psutil.Process(launcher.pid).children(recursive=True), psutil.Process(launcher.pid)]:
+                process.kill()
+    return subprocess.CompletedProcess(command, launcher.returncode, stdout, stderr)
 
 
 def rescore(recipe: str, argv: list[str], model_dir: Path, tmp_path: Path) -> float:

@@ -224,6 +224,26 @@ CODE_TASK = Task(
 )
 
 
+def run_recipe(main: Callable[[], None]) -> None:
+    """A recipe's entry point: `main()`, then, under several processes, every process leaves together.
+
+    Once all processes reach the end they exit without tearing the interpreter down: freeing a DDP wrapper at
+    teardown can deadlock in gloo's process-group destructor, which joins a thread that waits for the GIL
+    (pytorch/pytorch#56297). Exit handlers still run first.
+    """
+    import atexit
+
+    import torch.distributed as dist
+
+    main()
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
 def print_on_main(message: str) -> None:
     """Print once per run, not once per process."""
     from accelerate import PartialState
@@ -543,8 +563,8 @@ class RecipeRun:
             )
         if self.wandb_run is not None:
             self.wandb_run.summary.update(summary)
-        if hasattr(trainer, "end"):  # transformers >= 5.18 closes its trackers here
-            trainer.end()
+        # Not `trainer.end()`: it destroys the process group while DDP still holds it, and the process that frees DDP
+        # last can then deadlock in gloo's destructor (pytorch/pytorch#56297); the recipe's entry point ends them.
         if self.wandb_run is not None:
             self.wandb_run.finish()
 
