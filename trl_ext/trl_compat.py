@@ -17,13 +17,17 @@ def count_generations(trainer) -> GenerationCount:
     TRL's online trainers (GRPO, RLOO, distillation) and our PPO generate through `_generate(prompts)`, which returns
     `(prompt_ids, completion_ids, ...)` whatever the backend (transformers, paged, vLLM colocated or served), so the
     count never depends on `model.generate`. Trainers with their own sampling loop (RAFT, DPO rounds) keep a
-    `generation_count` themselves. Generation in evaluation mode is not counted.
+    `generation_count` themselves; offline trainers (SFT, DPO on a preference dataset) count nothing. Generation in
+    evaluation mode is not counted.
     """
     existing = getattr(trainer, "generation_count", None)
     if isinstance(existing, GenerationCount):
         return existing
     count = GenerationCount()
-    generate = trainer._generate  # TRL-internal: see tests/test_trl_compat.py
+    trainer.generation_count = count
+    generate = getattr(trainer, "_generate", None)  # TRL-internal: see tests/test_trl_compat.py
+    if generate is None:  # an offline trainer (SFT, DPO on a preference dataset) generates nothing
+        return count
 
     @functools.wraps(generate)
     def counted(prompts, *args, **kwargs):
@@ -33,5 +37,4 @@ def count_generations(trainer) -> GenerationCount:
         return result
 
     trainer._generate = counted
-    trainer.generation_count = count
     return count
