@@ -27,9 +27,9 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast, Qwen2Config
 from trl import GRPOConfig, GRPOTrainer, ModelConfig, get_peft_config, get_quantization_config
 
-from trl_ext.memory import GIB, measured_peak_bytes
-from trl_ext.platform import detect_platform
-from trl_ext.presets import PRESETS, estimate_run, resolve_preset
+from trl_ext.platform.detect import detect_platform
+from trl_ext.platform.memory import GIB, measured_peak_bytes
+from trl_ext.platform.presets import PRESETS, estimate_run, resolve_preset
 
 SHAPES = {
     "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,

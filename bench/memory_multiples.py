@@ -4,9 +4,9 @@
     python bench/memory_multiples.py -- --model_name_or_path Qwen/Qwen2.5-0.5B-Instruct --dataset_name openai/gsm8k
 
 Runs each recipe for one optimizer step (`--budget_tokens 1`) in the configurations that decide what is held (with
-and without a KL reference), and prints what the trainer held after that step (`trl_ext.progress.held_tensor_bytes`):
-the weights of every model it keeps in units of the policy's own weights, gradients, optimizer state, and the
-process peak (CUDA max allocated on GPU, RSS on CPU).
+and without a KL reference), and prints what the trainer held after that step
+(`trl_ext.run.progress.held_tensor_bytes`): the weights of every model it keeps in units of the policy's own
+weights, gradients, optimizer state, and the process peak (CUDA max allocated on GPU, RSS on CPU).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from trl_ext.launch import build_launch_command, resolve_recipe
-from trl_ext.platform import detect_platform
+from trl_ext.platform.detect import detect_platform
+from trl_ext.platform.launch import build_launch_command, resolve_recipe
 
 MIB = 2**20
 VARIANTS = [

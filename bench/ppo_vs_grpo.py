@@ -25,9 +25,9 @@ from transformers import AutoTokenizer, TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
 from trl_ext import PPOConfig, PPOTrainer
-from trl_ext.data import add_prompts, load_gsm8k
-from trl_ext.embedded import EmbeddedSpec, embedded_model_path
-from trl_ext.recipe import EMBEDDED_TRAINING_DEFAULTS, resolve_reward_funcs
+from trl_ext.data.embedded import EmbeddedSpec, embedded_model_path
+from trl_ext.data.loading import add_prompts, load_gsm8k
+from trl_ext.run.recipe import EMBEDDED_TRAINING_DEFAULTS, resolve_reward_funcs
 
 PARTS = ("generation", "rewards", "scoring_forwards", "training")
 

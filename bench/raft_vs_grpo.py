@@ -24,7 +24,7 @@ from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
 from trl_ext import RAFTConfig, RAFTTrainer
-from trl_ext.recipe import parse_recipe_args, prepare_run
+from trl_ext.run.recipe import parse_recipe_args, prepare_run
 
 
 def prepare(method: str, seed: int, output_dir: Path, num_problems: int, extra: str):

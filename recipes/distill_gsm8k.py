@@ -5,15 +5,15 @@
 
 TRL's `DistillationTrainer`: the student samples completions and is trained to match the teacher's next-token
 distribution on them (generalized JSD; --beta 1 is reverse KL, 0 forward KL, which the embedded default uses: see
-`trl_ext.distillation`). Teacher and student must share a tokenizer (checked before any weights load). Held-out
+`trl_ext.run.distillation`). Teacher and student must share a tokenizer (checked before any weights load). Held-out
 accuracy is measured for the teacher and for the student before and after, with the share of the gap the student
 closed. Every DistillationConfig and ModelConfig flag works (--teacher_model_name_or_path; LoRA: --use_peft).
 """
 
 from trl import DistillationConfig, DistillationTrainer
 
-from trl_ext.distillation import resolve_teacher
-from trl_ext.recipe import parse_recipe_args, prepare_run, run_recipe
+from trl_ext.run.distillation import resolve_teacher
+from trl_ext.run.recipe import parse_recipe_args, prepare_run, run_recipe
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ for what the host needs (bubblewrap). Every GRPOConfig and ModelConfig flag work
 
 from trl import GRPOConfig, GRPOTrainer
 
-from trl_ext.recipe import CODE_TASK, parse_recipe_args, prepare_run, run_recipe
+from trl_ext.run.recipe import CODE_TASK, parse_recipe_args, prepare_run, run_recipe
 
 
 def main() -> None:

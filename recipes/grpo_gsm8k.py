@@ -8,7 +8,7 @@ Every GRPOConfig and ModelConfig flag works (LoRA: --use_peft; 4-bit: --load_in_
 
 from trl import GRPOConfig, GRPOTrainer
 
-from trl_ext.recipe import parse_recipe_args, prepare_run, run_recipe
+from trl_ext.run.recipe import parse_recipe_args, prepare_run, run_recipe
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ critic_warmup_steps, missing_eos_penalty) and ModelConfig flag works (LoRA: --us
 """
 
 from trl_ext import PPOConfig, PPOTrainer
-from trl_ext.recipe import parse_recipe_args, prepare_run, run_recipe
+from trl_ext.run.recipe import parse_recipe_args, prepare_run, run_recipe
 
 
 def main() -> None:

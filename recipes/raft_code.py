@@ -13,7 +13,7 @@ every SFTConfig) and ModelConfig flag works (LoRA: --use_peft; 4-bit: --load_in_
 from dataclasses import replace
 
 from trl_ext import RAFTConfig, RAFTTrainer
-from trl_ext.recipe import CODE_TASK, parse_recipe_args, prepare_run, run_recipe
+from trl_ext.run.recipe import CODE_TASK, parse_recipe_args, prepare_run, run_recipe
 
 # The embedded code task set is small (a plumbing check): fewer prompts per cycle than the math default samples.
 TASK = replace(CODE_TASK, embedded_overrides={**CODE_TASK.embedded_overrides, "num_cycles": 2, "prompts_per_cycle": 8})

@@ -9,7 +9,7 @@ cycle it stopped in, are reused.
 """
 
 from trl_ext import RAFTConfig, RAFTTrainer
-from trl_ext.recipe import parse_recipe_args, prepare_run, run_recipe
+from trl_ext.run.recipe import parse_recipe_args, prepare_run, run_recipe
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ def humaneval_path() -> Path:
 @pytest.fixture(scope="session")
 def embedded_model_dir() -> Path:
     """The default embedded model, built once per cache (as `accelerate launch recipes/grpo_gsm8k.py` does)."""
-    from trl_ext.embedded import embedded_model_path
+    from trl_ext.data.embedded import embedded_model_path
 
     return embedded_model_path()
 
@@ -40,7 +40,7 @@ def embedded_model_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A seconds-to-build embedded model (few warm-start rows) for tests that only need a working model."""
-    from trl_ext.embedded import EmbeddedSpec, embedded_model_path
+    from trl_ext.data.embedded import EmbeddedSpec, embedded_model_path
 
     cache = tmp_path_factory.mktemp("tiny-cache")
     previous = os.environ.get("TRL_EXT_CACHE")

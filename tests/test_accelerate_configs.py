@@ -7,7 +7,7 @@ import pytest
 import trl
 import yaml
 
-from trl_ext.launch import (
+from trl_ext.platform.launch import (
     CONFIG_DIR,
     MULTINODE_STRATEGIES,
     ROCM_ENV_PROFILE,

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from trl_ext import cli
-from trl_ext.launch import (
+from trl_ext.platform.detect import Platform
+from trl_ext.platform.launch import (
     CONFIG_DIR,
     build_launch_command,
     launch_environment,
@@ -17,9 +18,8 @@ from trl_ext.launch import (
     resolve_recipe,
     without_expandable_segments,
 )
-from trl_ext.memory import GIB
-from trl_ext.platform import Platform
-from trl_ext.presets import PRESETS
+from trl_ext.platform.memory import GIB
+from trl_ext.platform.presets import PRESETS
 
 QWEN25_05B = dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
                   num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True, model_type="qwen2")  # fmt: skip

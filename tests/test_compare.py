@@ -172,7 +172,7 @@ def test_a_failed_run_reports_its_log(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_compare_runs_two_methods_and_writes_table_plots_and_wandb(embedded_model_dir, tmp_path):
-    from trl_ext.wandb_offline import latest_offline_run, read_offline_run
+    from trl_ext.run.wandb_offline import latest_offline_run, read_offline_run
 
     out = tmp_path / "compare"
     command = [sys.executable, "-m", "trl_ext.cli", "compare", "--methods", "grpo", "dpo", "--seeds", "3"]

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from rewards import math_answer_reward
-from trl_ext.data import (
+from trl_ext.data.loading import (
     DIFFICULTY_LEVELS,
     add_prompts,
     generate_gsm8k_like,

@@ -9,10 +9,10 @@ import pytest
 from recipe_runs import launch_recipe
 from trl import DistillationConfig
 
-from trl_ext.distillation import check_shared_vocabulary, resolve_teacher
-from trl_ext.embedded import EmbeddedSpec, embedded_model_path, embedded_student_path
-from trl_ext.memory import TrainingSetup, estimate_peak, load_model_shape
-from trl_ext.recipe import RecipeError, gap_closed, parse_recipe_args, prepare_run
+from trl_ext.data.embedded import EmbeddedSpec, embedded_model_path, embedded_student_path
+from trl_ext.platform.memory import TrainingSetup, estimate_peak, load_model_shape
+from trl_ext.run.distillation import check_shared_vocabulary, resolve_teacher
+from trl_ext.run.recipe import RecipeError, gap_closed, parse_recipe_args, prepare_run
 
 TINY_STUDENT = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "sft_rows": 64}
 

@@ -7,10 +7,10 @@ import pytest
 from datasets import Dataset
 from transformers import TrainerCallback
 
-from trl_ext.data import add_prompts, generate_gsm8k_like
-from trl_ext.dpo_rounds_config import DPORoundsConfig
-from trl_ext.dpo_rounds_trainer import STATE_FILE, DPORoundsTrainer
-from trl_ext.sampling import SampleSet
+from trl_ext.data.loading import add_prompts, generate_gsm8k_like
+from trl_ext.trainer.dpo_rounds_config import DPORoundsConfig
+from trl_ext.trainer.dpo_rounds_trainer import STATE_FILE, DPORoundsTrainer
+from trl_ext.trainer.sampling import SampleSet
 
 
 def parity_reward(completions, **kwargs):

@@ -3,7 +3,7 @@ import json
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from trl_ext.embedded import EmbeddedSpec, build_tokenizer, embedded_model_path, warm_start_rows
+from trl_ext.data.embedded import EmbeddedSpec, build_tokenizer, embedded_model_path, warm_start_rows
 
 
 def test_tokenizer_round_trips_and_splits_digits():

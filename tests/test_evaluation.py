@@ -1,8 +1,8 @@
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from rewards import math_answer_reward
-from trl_ext.data import add_prompts, generate_gsm8k_like
-from trl_ext.evaluation import evaluate
+from trl_ext.data.loading import add_prompts, generate_gsm8k_like
+from trl_ext.run.evaluation import evaluate
 
 
 def test_accuracy_is_the_reward_of_the_greedy_completions(tiny_model_dir):

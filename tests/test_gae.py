@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from trl_ext.gae import explained_variance, kl_estimate, masked_gae, masked_whiten, token_rewards
-from trl_ext.value_head import clipped_value_loss
+from trl_ext.trainer.gae import explained_variance, kl_estimate, masked_gae, masked_whiten, token_rewards
+from trl_ext.trainer.value_head import clipped_value_loss
 
 
 def test_gae_matches_hand_computed_example():

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from recipe_runs import launch_recipe
 
-from trl_ext.wandb_offline import latest_offline_run, read_offline_run
+from trl_ext.run.wandb_offline import latest_offline_run, read_offline_run
 
 pytestmark = pytest.mark.slow
 

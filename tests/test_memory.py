@@ -7,7 +7,7 @@ import resource
 import pytest
 import torch
 
-from trl_ext.memory import (
+from trl_ext.platform.memory import (
     GIB,
     ModelShape,
     TrainingSetup,

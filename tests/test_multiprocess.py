@@ -25,10 +25,10 @@ from transformers import AutoModelForCausalLM
 from trl import DistillationConfig, GRPOConfig, RLOOConfig
 
 from trl_ext import DPORoundsConfig, PPOConfig, RAFTConfig
-from trl_ext.evaluation import evaluate
-from trl_ext.preference_pairs import PreferenceDataArguments
-from trl_ext.recipe import CODE_TASK, GSM8K_TASK, RecipeArguments, parse_recipe_args, prepare_run
-from trl_ext.wandb_offline import read_offline_run
+from trl_ext.run.evaluation import evaluate
+from trl_ext.run.recipe import CODE_TASK, GSM8K_TASK, RecipeArguments, parse_recipe_args, prepare_run
+from trl_ext.run.wandb_offline import read_offline_run
+from trl_ext.trainer.preference_pairs import PreferenceDataArguments
 
 pytestmark = pytest.mark.slow
 

@@ -5,8 +5,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from trl_ext import platform as platform_module
-from trl_ext.platform import GIB, MEMORY_BUDGET_ENV, arch_supports_bf16, detect_platform
+from trl_ext.platform import detect as platform_module
+from trl_ext.platform.detect import GIB, MEMORY_BUDGET_ENV, arch_supports_bf16, detect_platform
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ import pytest
 import yaml
 
 from trl_ext import PPOConfig
-from trl_ext.platform import detect_platform
-from trl_ext.presets import resolve_preset, update_config
-from trl_ext.recipe import EMBEDDED_TRAINING_DEFAULTS, parse_recipe_args
+from trl_ext.platform.detect import detect_platform
+from trl_ext.platform.presets import resolve_preset, update_config
+from trl_ext.run.recipe import EMBEDDED_TRAINING_DEFAULTS, parse_recipe_args
 
 CONFIGS = Path(__file__).resolve().parents[1] / "recipes" / "configs"
 COMMON = dict(output_dir="/tmp/ppo-cfg", report_to="none", bf16=False, use_cpu=True)

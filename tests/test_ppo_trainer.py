@@ -9,10 +9,10 @@ from safetensors.torch import load_file
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from trl_ext import PPOConfig, PPOTrainer
-from trl_ext.data import add_prompts, generate_gsm8k_like
-from trl_ext.embedded import build_tokenizer
-from trl_ext.gae import last_token_index
-from trl_ext.ppo_trainer import VALUE_HEAD_NAME, completion_scores
+from trl_ext.data.embedded import build_tokenizer
+from trl_ext.data.loading import add_prompts, generate_gsm8k_like
+from trl_ext.trainer.gae import last_token_index
+from trl_ext.trainer.ppo_trainer import VALUE_HEAD_NAME, completion_scores
 
 
 def odd_length_reward(completions, **kwargs):
@@ -222,9 +222,9 @@ def test_planner_estimate_matches_the_tensors_ppo_holds(model_dir, dataset, tmp_
     """The planner plans what PPOTrainer builds: the policy, a value head, and a reference copy only at kl_coef > 0."""
     from trl import ModelConfig
 
-    from trl_ext.platform import detect_platform
-    from trl_ext.presets import estimate_run
-    from trl_ext.progress import held_tensor_bytes
+    from trl_ext.platform.detect import detect_platform
+    from trl_ext.platform.presets import estimate_run
+    from trl_ext.run.progress import held_tensor_bytes
 
     trainer = make_trainer(model_dir, dataset, tmp_path, kl_coef=kl_coef, max_steps=1)
     trainer.train()

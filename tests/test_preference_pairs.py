@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from datasets import Dataset
 
-from trl_ext.dpo_rounds_config import DPORoundsConfig
-from trl_ext.preference_pairs import (
+from trl_ext.run.recipe import RecipeError, parse_recipe_args
+from trl_ext.trainer.dpo_rounds_config import DPORoundsConfig
+from trl_ext.trainer.preference_pairs import (
     PreferenceDataArguments,
     build_pairs,
     load_preference_data,
@@ -15,8 +16,7 @@ from trl_ext.preference_pairs import (
     preference_dataset,
     save_dataset,
 )
-from trl_ext.recipe import RecipeError, parse_recipe_args
-from trl_ext.sampling import SampleSet
+from trl_ext.trainer.sampling import SampleSet
 
 
 def random_grid(seed: int, prompts: int = 40, k: int = 8, levels=(0.0, 1.0)):

@@ -9,9 +9,9 @@ from peft import LoraConfig
 from transformers import BitsAndBytesConfig
 from trl import DPOConfig, GRPOConfig, ModelConfig, SFTConfig, get_peft_config, get_quantization_config
 
-from trl_ext.memory import GIB
-from trl_ext.platform import Platform
-from trl_ext.presets import PRESETS, auto_order, estimate_run, for_platform, resolve_preset
+from trl_ext.platform.detect import Platform
+from trl_ext.platform.memory import GIB
+from trl_ext.platform.presets import PRESETS, auto_order, estimate_run, for_platform, resolve_preset
 
 QWEN25_05B = dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
                   num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True)  # fmt: skip

@@ -9,8 +9,8 @@ import pytest
 import torch
 from recipe_runs import launch_recipe
 
-from trl_ext.progress import Budget, held_tensor_bytes
-from trl_ext.recipe import RecipeArguments, RecipeError
+from trl_ext.run.progress import Budget, held_tensor_bytes
+from trl_ext.run.recipe import RecipeArguments, RecipeError
 
 
 class FakeVLLM:
@@ -34,8 +34,8 @@ def test_a_token_budget_ends_a_run_whose_generator_is_not_model_generate(tiny_mo
     from transformers import AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
-    from trl_ext.data import add_prompts, generate_gsm8k_like
-    from trl_ext.progress import ProgressCallback
+    from trl_ext.data.loading import add_prompts, generate_gsm8k_like
+    from trl_ext.run.progress import ProgressCallback
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     completion = tokenizer("#### 7", add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]

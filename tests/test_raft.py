@@ -13,9 +13,9 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from trl_ext import RAFTConfig, RAFTTrainer
-from trl_ext.data import add_prompts, generate_gsm8k_like
-from trl_ext.generation import generate_completions, generate_samples
-from trl_ext.sampling import SampleSet, score
+from trl_ext.data.loading import add_prompts, generate_gsm8k_like
+from trl_ext.trainer.generation import generate_completions, generate_samples
+from trl_ext.trainer.sampling import SampleSet, score
 
 NAN = float("nan")
 
@@ -23,7 +23,7 @@ NAN = float("nan")
 @pytest.fixture(scope="module")
 def model_dir() -> Path:
     """The embedded default model (built once per cache): it finishes most answers within 48 tokens."""
-    from trl_ext.embedded import embedded_model_path
+    from trl_ext.data.embedded import embedded_model_path
 
     return embedded_model_path()
 
@@ -295,7 +295,7 @@ def test_lora_cycles_save_and_resume_the_adapter(model_dir, tmp_path):
 def test_per_cycle_metrics_reach_wandb_with_steps_counted_across_cycles(model_dir, tmp_path, monkeypatch):
     import wandb
 
-    from trl_ext.wandb_offline import latest_offline_run, read_offline_run
+    from trl_ext.run.wandb_offline import latest_offline_run, read_offline_run
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from recipe_runs import launch_recipe
 
-from trl_ext.wandb_offline import latest_offline_run, read_offline_run
+from trl_ext.run.wandb_offline import latest_offline_run, read_offline_run
 
 
 def launch(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
@@ -21,7 +21,7 @@ def launch(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_recipe_runs_cycles_logs_them_and_resumes_to_more_cycles(tmp_path):
-    from trl_ext.embedded import embedded_model_path
+    from trl_ext.data.embedded import embedded_model_path
 
     embedded_model_path()  # built once per cache, outside the launched runs
     output_dir = tmp_path / "run"
@@ -49,7 +49,7 @@ def test_recipe_runs_cycles_logs_them_and_resumes_to_more_cycles(tmp_path):
 
 @pytest.mark.slow
 def test_code_recipe_scores_programs_in_the_sandbox(tmp_path):
-    from trl_ext.embedded import embedded_model_path
+    from trl_ext.data.embedded import embedded_model_path
 
     embedded_model_path()
     output_dir = tmp_path / "run"

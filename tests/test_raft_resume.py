@@ -19,8 +19,8 @@ import os, sys, time
 from pathlib import Path
 from transformers import TrainerCallback
 from trl_ext import RAFTConfig, RAFTTrainer
-from trl_ext.data import add_prompts, generate_gsm8k_like
-from trl_ext.embedded import embedded_model_path
+from trl_ext.data.loading import add_prompts, generate_gsm8k_like
+from trl_ext.data.embedded import embedded_model_path
 
 output_dir = Path(sys.argv[1])
 phase, _, cycle = os.environ.get("PAUSE", "").partition(":")
@@ -89,7 +89,7 @@ def completed(output_dir: Path) -> int:
 
 @pytest.mark.slow
 def test_sigkill_mid_cycle_loses_only_the_phase_in_flight(tmp_path):
-    from trl_ext.embedded import embedded_model_path
+    from trl_ext.data.embedded import embedded_model_path
 
     embedded_model_path()  # build outside the timed runs if the cache is cold
     script, run = tmp_path / "run_raft.py", tmp_path / "run"

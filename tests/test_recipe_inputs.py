@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from trl import GRPOConfig
 
-from trl_ext.recipe import RecipeError, parse_recipe_args, prepare_run, resolve_resume
+from trl_ext.run.recipe import RecipeError, parse_recipe_args, prepare_run, resolve_resume
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -122,7 +122,7 @@ def test_the_script_prints_one_line_and_exits_nonzero(tmp_path):
 
 
 def test_hub_kernels_are_kept_only_where_they_can_be_fetched(monkeypatch):
-    import trl_ext.platform as platform
+    import trl_ext.platform.detect as platform
 
     assert platform.hub_kernel_kwargs(unavailable=True) == {"use_kernels": False}
     assert platform.hub_kernel_kwargs(unavailable=False) == {}

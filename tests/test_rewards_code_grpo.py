@@ -13,7 +13,7 @@ from rewards import code as code_module
 from rewards.code import make_code_reward, score, validate_rows
 from rewards.sandbox import Limits, Sandbox
 
-CODE_TASKS = Path(__file__).resolve().parents[1] / "trl_ext" / "tasks" / "code_tasks.jsonl"
+CODE_TASKS = Path(__file__).resolve().parents[1] / "trl_ext" / "data" / "tasks" / "code_tasks.jsonl"
 LIMITS = Limits(timeout=3.0)
 
 

@@ -6,8 +6,8 @@ import pytest
 from recipe_runs import launch_recipe
 from trl import ModelConfig, RLOOConfig
 
-from trl_ext.platform import detect_platform
-from trl_ext.presets import setup_from_configs
+from trl_ext.platform.detect import detect_platform
+from trl_ext.platform.presets import setup_from_configs
 
 
 @pytest.mark.parametrize("beta, reference", [(0.05, True), (0.0, False)])

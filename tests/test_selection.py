@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from trl_ext.selection import best_of_k, eligibility, select, threshold, top_fraction
+from trl_ext.trainer.selection import best_of_k, eligibility, select, threshold, top_fraction
 
 NAN = float("nan")
 

@@ -1,7 +1,7 @@
 import wandb
 
-from trl_ext.tracking import package_versions, run_name, wandb_credentials_available
-from trl_ext.wandb_offline import latest_offline_run, read_offline_run
+from trl_ext.run.tracking import package_versions, run_name, wandb_credentials_available
+from trl_ext.run.wandb_offline import latest_offline_run, read_offline_run
 
 
 def test_run_names_follow_the_convention():

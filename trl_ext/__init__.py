@@ -7,10 +7,11 @@ from importlib import import_module
 __version__ = "0.1.0"
 
 # Trainers import TRL, transformers and torch: load them on first use so that `import trl_ext` stays light.
-_LAZY = {"RAFTConfig": "trl_ext.raft_config", "RAFTTrainer": "trl_ext.raft_trainer"}
-_LAZY |= {"PPOConfig": "trl_ext.ppo_config", "PPOTrainer": "trl_ext.ppo_trainer"}
-_LAZY |= {"DPORoundsConfig": "trl_ext.dpo_rounds_config", "DPORoundsTrainer": "trl_ext.dpo_rounds_trainer"}
-_LAZY |= {"ProgressCallback": "trl_ext.progress"}
+_LAZY = {"RAFTConfig": "trl_ext.trainer.raft_config", "RAFTTrainer": "trl_ext.trainer.raft_trainer"}
+_LAZY |= {"PPOConfig": "trl_ext.trainer.ppo_config", "PPOTrainer": "trl_ext.trainer.ppo_trainer"}
+_LAZY |= {"DPORoundsConfig": "trl_ext.trainer.dpo_rounds_config"}
+_LAZY |= {"DPORoundsTrainer": "trl_ext.trainer.dpo_rounds_trainer"}
+_LAZY |= {"ProgressCallback": "trl_ext.run.progress"}
 __all__ = sorted(_LAZY)
 
 

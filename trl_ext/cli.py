@@ -13,8 +13,8 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from trl_ext.memory import GIB, METHODS, SHARDING, fits, load_model_shape
-from trl_ext.platform import MEMORY_BUDGET_ENV, Platform, detect_platform
+from trl_ext.platform.detect import MEMORY_BUDGET_ENV, Platform, detect_platform
+from trl_ext.platform.memory import GIB, METHODS, SHARDING, fits, load_model_shape
 
 
 @dataclass(frozen=True)
@@ -53,8 +53,8 @@ def _env_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_env(args: argparse.Namespace) -> int:
-    from trl_ext.launch import config_path, recommended_strategy
-    from trl_ext.presets import resolve_preset
+    from trl_ext.platform.launch import config_path, recommended_strategy
+    from trl_ext.platform.presets import resolve_preset
 
     platform = detect_platform()
     strategy = recommended_strategy(platform)
@@ -130,7 +130,7 @@ def _hypothetical_gpu(gib: float) -> Platform:
 
 
 def _run_plan(args: argparse.Namespace) -> int:
-    from trl_ext.presets import AUTO_MARGIN, PRESETS, plan_preset, resolve_preset
+    from trl_ext.platform.presets import AUTO_MARGIN, PRESETS, plan_preset, resolve_preset
 
     platform = _hypothetical_gpu(args.device_gib) if args.device_gib else detect_platform()
     shape = load_model_shape(args.model)
@@ -186,7 +186,7 @@ register(
 
 
 def _launch_arguments(parser: argparse.ArgumentParser) -> None:
-    from trl_ext.launch import STRATEGIES
+    from trl_ext.platform.launch import STRATEGIES
 
     parser.add_argument(
         "--strategy",
@@ -205,7 +205,7 @@ def _launch_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_launch(args: argparse.Namespace) -> int:
-    from trl_ext.launch import build_launch_command, launch_environment, resolve_recipe
+    from trl_ext.platform.launch import build_launch_command, launch_environment, resolve_recipe
 
     platform = detect_platform()
     command = build_launch_command(

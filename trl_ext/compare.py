@@ -1,8 +1,8 @@
 """`trl-ext compare`: several methods on the same model, prompts, reward and budget, over several seeds.
 
 Each (method, seed) is one `accelerate launch recipes/<method>_gsm8k.py` run, exactly as a user runs it, with a
-training budget (wall-clock seconds or generated tokens, `trl_ext.progress`) and the method's loop left open-ended so
-that the budget is what stops it. Each run scores held-out problems before, during (every `--eval_every` seconds of
+training budget (wall-clock seconds or generated tokens, `trl_ext.run.progress`) and the method's loop left open-ended
+so that the budget is what stops it. Each run scores held-out problems before, during (every `--eval_every` seconds of
 training) and after training, and records the tokens its policy generated and the memory it held. The comparison then
 writes to its output directory:
 
@@ -97,7 +97,7 @@ class Comparison:
 
     def run_args(self, method: str, seed: int) -> list[str]:
         """The recipe's arguments for one run: seed, output, budget, progress evaluation, open-ended loop, yours."""
-        from trl_ext.launch import resolve_recipe
+        from trl_ext.platform.launch import resolve_recipe
 
         args = ["--seed", str(seed), "--output_dir", str(self.run_dir(method, seed)), "--report_to", self.report_to]
         if self.configs:
@@ -110,8 +110,8 @@ class Comparison:
         return [*args, *OPEN_ENDED[method], *self.recipe_args]
 
     def recipe_command(self, method: str, seed: int) -> list[str]:
-        from trl_ext.launch import build_launch_command, resolve_recipe
-        from trl_ext.platform import detect_platform
+        from trl_ext.platform.detect import detect_platform
+        from trl_ext.platform.launch import build_launch_command, resolve_recipe
 
         return build_launch_command(resolve_recipe(f"{method}_gsm8k"), self.run_args(method, seed), detect_platform())
 
@@ -402,7 +402,7 @@ def write_report(comparison: Comparison, records: list[RunRecord], command: str,
 def _log_to_wandb(comparison: Comparison, rows: list[dict], threshold: float, plots: list[Path], log) -> None:
     import wandb
 
-    from trl_ext.tracking import start_wandb_run
+    from trl_ext.run.tracking import start_wandb_run
 
     run = start_wandb_run(
         "compare",
@@ -453,7 +453,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def from_arguments(args: argparse.Namespace) -> Comparison:
-    from trl_ext.platform import detect_platform
+    from trl_ext.platform.detect import detect_platform
 
     recipe_args = args.recipe_args[1:] if args.recipe_args[:1] == ["--"] else args.recipe_args
     on_gpu = detect_platform().is_gpu
@@ -481,7 +481,7 @@ def _build_embedded_model_once(comparison: Comparison) -> None:
     args = comparison.recipe_args
     if comparison.configs or "--model_name_or_path" in args:
         return
-    from trl_ext.embedded import EmbeddedSpec, embedded_model_path
+    from trl_ext.data.embedded import EmbeddedSpec, embedded_model_path
 
     difficulty = int(args[args.index("--difficulty") + 1]) if "--difficulty" in args[:-1] else EmbeddedSpec.difficulty
     embedded_model_path(EmbeddedSpec(difficulty=difficulty))

@@ -1,14 +1,14 @@
 """DPO on verifier-labelled pairs, in rounds: the policy samples, a verifier labels, DPO learns, and again.
 
 Each round samples K completions for M prompts from the model being trained, scores them with reward functions
-(TRL's signature), pairs a better sample with a worse one of the same prompt (`trl_ext.preference_pairs`), and runs
-TRL's DPO on those pairs' exact token ids; the next round samples from the updated model. With
+(TRL's signature), pairs a better sample with a worse one of the same prompt (`trl_ext.trainer.preference_pairs`), and
+runs TRL's DPO on those pairs' exact token ids; the next round samples from the updated model. With
 `precompute_ref_log_probs` (the default) each round's reference is the policy as the round starts, scored once before
 training, so only one model is in memory (iterative DPO, as in Xiong et al. 2024 and Pang et al. 2024).
 
-`DPORoundsTrainer` is TRL's `DPOTrainer` whose `train()` runs the rounds (`trl_ext.rounds`, shared with RAFT): each
-DPO phase is one `Trainer.train()` call on that round's pairs, so DPO options, PEFT, quantization, callbacks and W&B
-logging work as they do for DPO.
+`DPORoundsTrainer` is TRL's `DPOTrainer` whose `train()` runs the rounds (`trl_ext.trainer.rounds`, shared with
+RAFT): each DPO phase is one `Trainer.train()` call on that round's pairs, so DPO options, PEFT, quantization,
+callbacks and W&B logging work as they do for DPO.
 
 What a run leaves under `output_dir`, every file written to a temporary name and renamed into place:
 
@@ -34,10 +34,10 @@ from datasets import Dataset
 from transformers.trainer_utils import SaveStrategy
 from trl import DPOTrainer
 
-from trl_ext.dpo_rounds_config import DPORoundsConfig
-from trl_ext.preference_pairs import build_pairs, preference_dataset, save_dataset
-from trl_ext.rounds import SampledRoundsTrainer, sample_metrics
-from trl_ext.sampling import SampleSet
+from trl_ext.trainer.dpo_rounds_config import DPORoundsConfig
+from trl_ext.trainer.preference_pairs import build_pairs, preference_dataset, save_dataset
+from trl_ext.trainer.rounds import SampledRoundsTrainer, sample_metrics
+from trl_ext.trainer.sampling import SampleSet
 
 STATE_FILE = "dpo_rounds_state.json"
 PAIR_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")

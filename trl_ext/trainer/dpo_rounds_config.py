@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 from trl import DPOConfig
 
-from trl_ext.preference_pairs import PAIR_STRATEGIES
-from trl_ext.rounds import SampledRoundsConfig
+from trl_ext.trainer.preference_pairs import PAIR_STRATEGIES
+from trl_ext.trainer.rounds import SampledRoundsConfig
 
 
 @dataclass

@@ -1,10 +1,10 @@
 """Reward-ranked fine-tuning (RAFT, Dong et al. 2023) in cycles, with one model in memory.
 
 Each cycle samples K completions for M prompts from the model being trained, scores them with reward functions
-(TRL's signature, several with weights), keeps the best (`trl_ext.selection`), and fine-tunes on the kept samples'
-exact tokens; the next cycle samples from the updated model. No reference, value or reward model is loaded.
+(TRL's signature, several with weights), keeps the best (`trl_ext.trainer.selection`), and fine-tunes on the kept
+samples' exact tokens; the next cycle samples from the updated model. No reference, value or reward model is loaded.
 
-`RAFTTrainer` is TRL's `SFTTrainer` whose `train()` runs the cycles (`trl_ext.rounds`): each SFT phase is one
+`RAFTTrainer` is TRL's `SFTTrainer` whose `train()` runs the cycles (`trl_ext.trainer.rounds`): each SFT phase is one
 `Trainer.train()` call on that cycle's samples, so SFT options, PEFT, quantization, callbacks and W&B logging work as
 they do for SFT.
 
@@ -33,10 +33,10 @@ import numpy as np
 from datasets import Dataset
 from trl import SFTTrainer
 
-from trl_ext.raft_config import RAFTConfig
-from trl_ext.rounds import SampledRoundsTrainer, nanmean, sample_metrics
-from trl_ext.sampling import SampleSet
-from trl_ext.selection import Eligibility, select
+from trl_ext.trainer.raft_config import RAFTConfig
+from trl_ext.trainer.rounds import SampledRoundsTrainer, nanmean, sample_metrics
+from trl_ext.trainer.sampling import SampleSet
+from trl_ext.trainer.selection import Eligibility, select
 
 STATE_FILE = "raft_state.json"
 

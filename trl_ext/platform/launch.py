@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from unittest import mock
 
-from trl_ext.platform import Platform
+from trl_ext.platform.detect import Platform
 
 CONFIG_DIR = Path(__file__).parent / "accelerate_configs"
 STRATEGIES = ("single_gpu", "multi_gpu", "fsdp2", "zero2", "zero3")
@@ -16,7 +16,7 @@ MULTINODE_STRATEGIES = ("fsdp2", "zero3")
 ROCM_ENV_PROFILE = CONFIG_DIR / "rocm" / "rocm.env"
 ALLOC_CONF_VARIABLES = ("PYTORCH_ALLOC_CONF", "PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_HIP_ALLOC_CONF")
 # Recipes live in the checkout next to the package: `trl-ext launch grpo_gsm8k` finds recipes/grpo_gsm8k.py
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
 
 # Values accelerate reads from nested config sections without checking them at load time.
 OFFLOAD_DEVICES = ("none", "cpu", "nvme")

@@ -358,7 +358,7 @@ def estimate_peak(shape: ModelShape, setup: TrainingSetup) -> MemoryEstimate:
         persistent["reference_model"] = persistent["weights"]
     if setup.method == "distill":  # the teacher: a separate frozen model, planned at the student's size
         persistent["teacher_model"] = persistent["weights"]
-    if setup.method == "ppo":  # the critic is a value head on the policy's hidden states (trl_ext.value_head)
+    if setup.method == "ppo":  # the critic is a value head on the policy's hidden states (trl_ext.trainer.value_head)
         persistent["value_head"] = VALUE_HEAD_BYTES_PER_PARAM * (shape.hidden_size + 1)
 
     pairs = 2 if setup.method == "dpo" else 1

@@ -32,9 +32,16 @@ from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import add_fused_lm_head, use_adapter
 
-from trl_ext.gae import explained_variance, kl_estimate, masked_gae, masked_mean_var, masked_whiten, token_rewards
-from trl_ext.ppo_config import PPOConfig
-from trl_ext.value_head import HiddenStateCapture, ValueHead, clipped_value_loss
+from trl_ext.trainer.gae import (
+    explained_variance,
+    kl_estimate,
+    masked_gae,
+    masked_mean_var,
+    masked_whiten,
+    token_rewards,
+)
+from trl_ext.trainer.ppo_config import PPOConfig
+from trl_ext.trainer.value_head import HiddenStateCapture, ValueHead, clipped_value_loss
 
 VALUE_HEAD_NAME = "value_head.safetensors"
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from trl_ext.memory import (
+from trl_ext.platform.detect import Platform, detect_platform
+from trl_ext.platform.memory import (
     GIB,
     METHODS,
     MemoryEstimate,
@@ -22,7 +23,6 @@ from trl_ext.memory import (
     sharding_from_env,
     vllm_min_utilization,
 )
-from trl_ext.platform import Platform, detect_platform
 
 # Keep this share of the budget free when `auto` checks the estimate.
 AUTO_MARGIN = 0.1

@@ -23,10 +23,10 @@ import yaml
 from datasets import Dataset, DatasetDict
 from trl import ModelConfig, ScriptArguments, TrlParser
 
-from trl_ext.data import DEFAULT_SYSTEM_PROMPT, add_prompts, load_code_tasks, load_gsm8k, split_train_test
-from trl_ext.embedded import EMBEDDED_SYSTEM_PROMPT
-from trl_ext.rounds import write_atomic
-from trl_ext.trl_compat import count_generations
+from trl_ext.data.embedded import EMBEDDED_SYSTEM_PROMPT
+from trl_ext.data.loading import DEFAULT_SYSTEM_PROMPT, add_prompts, load_code_tasks, load_gsm8k, split_train_test
+from trl_ext.trainer.compat import count_generations
+from trl_ext.trainer.rounds import write_atomic
 
 EMBEDDED_MODEL_NAME = "embedded-tiny"
 # Recipes' default for `--ddp_timeout` (TRL's is 30 minutes): how long a process waits in a collective operation
@@ -451,7 +451,7 @@ class RecipeRun:
         self.finish(trainer, {"optimizer_steps": output.global_step} | asdict(generated))
 
     def _progress_callback(self, trainer):
-        from trl_ext.progress import Budget, ProgressCallback
+        from trl_ext.run.progress import Budget, ProgressCallback
 
         args = self.script_args
         subset = self.eval_dataset.select(range(min(args.progress_eval_problems, len(self.eval_dataset))))
@@ -487,7 +487,7 @@ class RecipeRun:
     def _score(self, trainer, dataset, model=None):
         from trl.models import unwrap_model_for_generation
 
-        from trl_ext.evaluation import evaluate
+        from trl_ext.run.evaluation import evaluate
 
         max_new_tokens = self.script_args.eval_max_new_tokens or getattr(
             self.training_args, "max_completion_length", 256
@@ -531,7 +531,7 @@ class RecipeRun:
         """
         from accelerate.utils import gather_object
 
-        from trl_ext.memory import measured_peak_bytes
+        from trl_ext.platform.memory import measured_peak_bytes
 
         trainer.save_model(self.training_args.output_dir)
         summary = {
@@ -584,9 +584,9 @@ def prepare_run(
     """
     from transformers import AutoTokenizer
 
-    from trl_ext.platform import hub_kernel_kwargs
-    from trl_ext.presets import resolve_preset, update_config
-    from trl_ext.tracking import run_name
+    from trl_ext.platform.detect import hub_kernel_kwargs
+    from trl_ext.platform.presets import resolve_preset, update_config
+    from trl_ext.run.tracking import run_name
 
     is_embedded = model_args.model_name_or_path is None
     explicit = set(explicit)
@@ -610,7 +610,7 @@ def prepare_run(
         raise RecipeError(str(error)) from error
 
     if is_embedded:
-        from trl_ext.embedded import EmbeddedSpec, embedded_model_path
+        from trl_ext.data.embedded import EmbeddedSpec, embedded_model_path
 
         model_args.model_name_or_path = str(embedded_model_path(EmbeddedSpec(difficulty=script_args.difficulty)))
         default_prompt = task.embedded_system_prompt or task.system_prompt
@@ -678,9 +678,9 @@ def prepare_run(
 def _start_tracking(run: RecipeRun, method: str, model_label: str, dataset_label: str):
     from accelerate import PartialState
 
-    from trl_ext.platform import detect_platform
-    from trl_ext.presets import estimate_run
-    from trl_ext.tracking import start_wandb_run
+    from trl_ext.platform.detect import detect_platform
+    from trl_ext.platform.presets import estimate_run
+    from trl_ext.run.tracking import start_wandb_run
 
     if not PartialState().is_main_process:
         return None

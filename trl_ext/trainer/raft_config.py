@@ -8,8 +8,8 @@ import numpy as np
 from transformers.trainer_utils import SaveStrategy
 from trl import SFTConfig
 
-from trl_ext.rounds import SampledRoundsConfig
-from trl_ext.selection import STRATEGIES
+from trl_ext.trainer.rounds import SampledRoundsConfig
+from trl_ext.trainer.selection import STRATEGIES
 
 
 @dataclass

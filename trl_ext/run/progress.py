@@ -4,7 +4,7 @@ Comparing methods fairly means giving each the same budget and watching how fast
 `--budget_seconds`, `--budget_tokens` or `--progress_eval_seconds` adds a `ProgressCallback` to its trainer, which
 
 - counts the completion tokens the policy generates for training, from what the trainer's generator returns
-  (transformers, vLLM or any other backend; `trl_ext.trl_compat.count_generations`), on every process,
+  (transformers, vLLM or any other backend; `trl_ext.trainer.compat.count_generations`), on every process,
 - scores held-out problems every `progress_eval_seconds` of training, with the clock paused while it does,
 - stops training once the budget is spent (between steps; RAFT and DPO rounds also stop between rounds),
 
@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from trl_ext.memory import measured_peak_bytes
-from trl_ext.trl_compat import count_generations
+from trl_ext.platform.memory import measured_peak_bytes
+from trl_ext.trainer.compat import count_generations
 
 PROGRESS_FILE = "progress.json"
 

@@ -24,7 +24,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from trl_ext.data import generate_gsm8k_like
+from trl_ext.data.loading import generate_gsm8k_like
 
 CHATML_TEMPLATE = (
     "{%- for message in messages %}"
@@ -128,7 +128,7 @@ def build_cached(target: Path, manifest: dict, what: str, rebuild: bool = False,
         log(f"Building {what} in {target}...")
         with tempfile.TemporaryDirectory(dir=target.parent, prefix=".building-") as staging:
             staging_path = Path(staging) / "model"
-            command = [sys.executable, "-m", "trl_ext.embedded", json.dumps(manifest), str(staging_path)]
+            command = [sys.executable, "-m", "trl_ext.data.embedded", json.dumps(manifest), str(staging_path)]
             if subprocess.run(command, env=build_environment()).returncode != 0:
                 raise RuntimeError(f"Building {what} failed; its output is above. Nothing was cached in {target}.")
             (staging_path / "build.json").write_text(json.dumps(manifest | {"seconds": time.time() - started}))
@@ -246,7 +246,8 @@ def build_model(spec: EmbeddedSpec, output_dir: Path, tokenizer=None, warmup_ste
     tokenizer.save_pretrained(output_dir)
 
 
-if __name__ == "__main__":  # the child process of `build_cached`: python -m trl_ext.embedded MANIFEST_JSON OUTPUT_DIR
+# The child process of `build_cached`: python -m trl_ext.data.embedded MANIFEST_JSON OUTPUT_DIR
+if __name__ == "__main__":
     build_manifest, build_dir = json.loads(sys.argv[1]), Path(sys.argv[2])
     teacher_tokenizer = None
     if "teacher" in build_manifest:

@@ -14,7 +14,7 @@ arithmetic on its own reasoned answers.
 
 from __future__ import annotations
 
-from trl_ext.embedded import embedded_student_path
+from trl_ext.data.embedded import embedded_student_path
 
 
 def check_shared_vocabulary(student: str, teacher: str) -> None:
@@ -50,7 +50,7 @@ def resolve_teacher(run) -> str:
     names another) and the student is the smaller embedded one built with its tokenizer. With a model, the teacher
     must be given. Fails with a `RecipeError` before any weights load.
     """
-    from trl_ext.recipe import RecipeError, check_model_source
+    from trl_ext.run.recipe import RecipeError, check_model_source
 
     args = run.training_args
     if run.is_embedded:

@@ -5,7 +5,7 @@ one that fails, both sampled from the policy itself. A pair is formed only where
 than the rejected one's by more than `min_reward_gap` (0 by default): tied rewards never make a pair, since they say
 nothing about which completion is better.
 
-Strategies work on (P, K) rewards and an eligibility mask (`trl_ext.selection.eligibility`: no blank, unscored,
+Strategies work on (P, K) rewards and an eligibility mask (`trl_ext.trainer.selection.eligibility`: no blank, unscored,
 truncated or repeated samples):
 
 - `best_vs_worst`: each prompt's best eligible sample against its worst one (one pair per prompt at most);
@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 from datasets import Dataset
 
-from trl_ext.recipe import RecipeArguments, RecipeError
-from trl_ext.sampling import SampleSet
-from trl_ext.selection import TIE_BREAKS, best_of_k
+from trl_ext.run.recipe import RecipeArguments, RecipeError
+from trl_ext.trainer.sampling import SampleSet
+from trl_ext.trainer.selection import TIE_BREAKS, best_of_k
 
 PAIR_STRATEGIES = ("best_vs_worst", "all_pairs")
 
@@ -150,7 +150,7 @@ def load_preference_dataset(name: str, config: str | None = None, split: str = "
     """
     from datasets import load_dataset
 
-    from trl_ext.data import LOCAL_SUFFIXES, _load_local
+    from trl_ext.data.loading import LOCAL_SUFFIXES, _load_local
 
     path = Path(name).expanduser()
     if (path.suffix.lower() in LOCAL_SUFFIXES or name.startswith((".", "/", "~"))) and not path.exists():

@@ -39,9 +39,9 @@ from transformers import set_seed
 from transformers.trainer_utils import TrainOutput
 from trl.models import unwrap_model_for_generation
 
-from trl_ext.generation import GenerationCount
-from trl_ext.sampling import SampleSet, sample, score
-from trl_ext.selection import TIE_BREAKS, Eligibility, eligibility
+from trl_ext.trainer.generation import GenerationCount
+from trl_ext.trainer.sampling import SampleSet, sample, score
+from trl_ext.trainer.selection import TIE_BREAKS, Eligibility, eligibility
 
 STATE_FORMAT = 1
 CHECKPOINT_PATTERN = re.compile(r"checkpoint-(\d+)")
@@ -267,7 +267,7 @@ class SampledRoundsTrainer:
 
         `resume_from_checkpoint` is True (the run in `args.output_dir`) or one of its `checkpoint-<n>` directories;
         either way the run continues after its last completed round. A callback whose `training_exhausted` attribute
-        is true (`trl_ext.progress.ProgressCallback` once its budget is spent) ends the rounds.
+        is true (`trl_ext.run.progress.ProgressCallback` once its budget is spent) ends the rounds.
         """
         if trial is not None:
             raise ValueError(f"{type(self).__name__} does not support hyperparameter search (trial).")

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from datasets import Dataset
 
-from trl_ext.generation import generate_samples
+from trl_ext.trainer.generation import generate_samples
 
 # Keyword arguments a TRL trainer passes to reward functions besides the dataset columns; never dataset columns here.
 RESERVED_COLUMNS = {"prompt", "completion", "completion_ids", "prompts", "completions"}

@@ -1,7 +1,7 @@
 """Held-out evaluation shared by every recipe: batched generation, scored by the same reward functions as training.
 
 Greedy decoding gives pass@1; `num_samples > 1` with sampling gives pass@k as well. The reward functions are called
-exactly as in training (`trl_ext.sampling.score`: conversational completions for conversational prompts, every
+exactly as in training (`trl_ext.trainer.sampling.score`: conversational completions for conversational prompts, every
 dataset column as a keyword argument, async functions awaited), so a reward that trains also evaluates. Under several
 processes each rank evaluates its contiguous share and the counts are summed, so every rank returns the same figures.
 """
@@ -16,7 +16,7 @@ import torch
 from datasets import Dataset
 
 from rewards import math_answer_reward
-from trl_ext.sampling import sample, score
+from trl_ext.trainer.sampling import sample, score
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 
-from trl_ext.generation import GenerationCount
+from trl_ext.trainer.generation import GenerationCount
 
 
 def count_generations(trainer) -> GenerationCount:
