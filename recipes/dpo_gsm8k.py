@@ -13,10 +13,10 @@ Every DPOConfig and ModelConfig flag works (LoRA: --use_peft; 4-bit: --load_in_4
 
 from trl import DPOTrainer
 
+from trl_ext.run.preference_data import PreferenceDataArguments, load_preference_data
 from trl_ext.run.recipe import parse_recipe_args, prepare_run, run_recipe
 from trl_ext.trainer.dpo_rounds_config import DPORoundsConfig
 from trl_ext.trainer.dpo_rounds_trainer import DPORoundsTrainer
-from trl_ext.trainer.preference_pairs import PreferenceDataArguments, load_preference_data
 
 
 def main() -> None:

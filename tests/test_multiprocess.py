@@ -26,9 +26,9 @@ from trl import DistillationConfig, GRPOConfig, RLOOConfig
 
 from trl_ext import DPORoundsConfig, PPOConfig, RAFTConfig
 from trl_ext.run.evaluation import evaluate
+from trl_ext.run.preference_data import PreferenceDataArguments
 from trl_ext.run.recipe import CODE_TASK, GSM8K_TASK, RecipeArguments, parse_recipe_args, prepare_run
 from trl_ext.run.wandb_offline import read_offline_run
-from trl_ext.trainer.preference_pairs import PreferenceDataArguments
 
 pytestmark = pytest.mark.slow
 

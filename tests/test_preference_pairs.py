@@ -6,13 +6,11 @@ import numpy as np
 import pytest
 from datasets import Dataset
 
+from trl_ext.run.preference_data import PreferenceDataArguments, load_preference_data, load_preference_dataset
 from trl_ext.run.recipe import RecipeError, parse_recipe_args
 from trl_ext.trainer.dpo_rounds_config import DPORoundsConfig
 from trl_ext.trainer.preference_pairs import (
-    PreferenceDataArguments,
     build_pairs,
-    load_preference_data,
-    load_preference_dataset,
     preference_dataset,
     save_dataset,
 )
