@@ -8,12 +8,12 @@ Every GRPOConfig and ModelConfig flag works (LoRA: --use_peft; 4-bit: --load_in_
 
 from trl import GRPOConfig, GRPOTrainer
 
-from trl_ext.run.recipe import parse_recipe_args, prepare_run, run_recipe
+from trl_ext.run import Run, resolve_settings, run_recipe
 
 
 def main() -> None:
-    script_args, training_args, model_args, explicit = parse_recipe_args(GRPOConfig)
-    run = prepare_run("grpo", script_args, training_args, model_args, explicit)
+    settings = resolve_settings("grpo", GRPOConfig)  # defaults, preset, YAML, flags: every setting, once
+    run = Run.start(settings)  # reward functions, data, model and tokenizer, W&B
     trainer = GRPOTrainer(reward_funcs=run.reward_funcs, **run.trainer_kwargs())
     run.train(trainer)  # held-out accuracy before, training, accuracy after, save, W&B summary
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from recipe_runs import launch_recipe
 
+from trl_ext.run.arguments import RecipeArguments, RecipeError
 from trl_ext.run.progress import Budget, held_tensor_bytes
-from trl_ext.run.recipe import RecipeArguments, RecipeError
 
 
 class FakeVLLM:

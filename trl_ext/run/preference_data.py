@@ -8,7 +8,7 @@ from pathlib import Path
 
 from datasets import Dataset
 
-from trl_ext.run.recipe import RecipeArguments, RecipeError
+from trl_ext.run.arguments import RecipeArguments, RecipeError
 
 
 def load_preference_dataset(name: str, config: str | None = None, split: str = "train") -> Dataset:
