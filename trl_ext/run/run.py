@@ -213,6 +213,9 @@ class Run:
             # Not `trainer.end()`: it destroys the process group while DDP still holds it, and the process that frees
             # DDP last can then deadlock in gloo's destructor (pytorch/pytorch#56297); `run_recipe` ends them.
             self.wandb_run.finish()
+            import wandb
+
+            wandb.teardown()  # stops W&B's service process, which also takes its WANDB_SERVICE out of os.environ
 
 
 def gap_closed(teacher_accuracy: float, before: float, after: float) -> float:
