@@ -22,11 +22,11 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from datasets import Dataset
 
+from trl_ext.trainer.files import write_atomic
 from trl_ext.trainer.sampling import SampleSet
 from trl_ext.trainer.selection import TIE_BREAKS, best_of_k
 
@@ -134,7 +134,4 @@ def preference_dataset(
 
 def save_dataset(dataset: Dataset, path: str | os.PathLike) -> None:
     """Write as parquet, atomically: a reader (or a resumed run) sees the whole file or none."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    dataset.to_parquet(str(temporary))
-    os.replace(temporary, path)
+    write_atomic(path, lambda temporary: dataset.to_parquet(str(temporary)))
