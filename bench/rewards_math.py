@@ -1,6 +1,7 @@
 r"""Accuracy and throughput of `rewards.math_answer_reward` against math-verify, TRL's `accuracy_reward` and a
-verl-style `#### N` regex, on (a) GSM8K-style completions built from ../shared/data/gsm8k/test.jsonl and (b) the
-held-out-style answer-checking corpus tests/data/math_corpus.jsonl (public checkers' test suites, real model outputs,
+verl-style `#### N` regex, on (a) GSM8K-style completions built from ../shared/data/gsm8k/test.jsonl (in a clone
+without it, the repository's 200-problem slice tests/data/gsm8k/test_head200.jsonl) and (b) the held-out-style
+answer-checking corpus tests/data/math_corpus.jsonl (public checkers' test suites, real model outputs,
 own category cases; every case names its source).
 
 Every system sees each item once, one call per item, in the main thread (math-verify's and TRL's signal timeouts
@@ -23,7 +24,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-GSM8K_TEST = ROOT.parent / "shared" / "data" / "gsm8k" / "test.jsonl"
+SHARED_GSM8K_TEST = ROOT.parent / "shared" / "data" / "gsm8k" / "test.jsonl"
+GSM8K_TEST = (
+    SHARED_GSM8K_TEST if SHARED_GSM8K_TEST.exists() else ROOT / "tests" / "data" / "gsm8k" / "test_head200.jsonl"
+)
 
 CORPUS = ROOT / "tests" / "data" / "math_corpus.jsonl"
 
@@ -144,7 +148,7 @@ def reset_ours() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--gsm8k", type=Path, default=GSM8K_TEST)
+    parser.add_argument("--gsm8k", type=Path, default=GSM8K_TEST, help=f"GSM8K JSONL (default {GSM8K_TEST})")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N GSM8K problems")
     args = parser.parse_args()
     logging.disable(logging.WARNING)  # math-verify logs every timeout
