@@ -167,9 +167,8 @@ def test_reward_functions_work_with_trl_naming_and_pickling() -> None:
 def test_reward_never_raises_on_odd_inputs() -> None:
     completions = [None, 12, {"content": None}, [], [{"role": "assistant"}], b"#### 3", "#### 3"]
     rewards = math_answer_reward(completions, answer=["#### 3"] * len(completions))
-    assert len(rewards) == len(completions)
-    assert all(reward in (0.0, 1.0) for reward in rewards)
-    assert rewards[-1] == 1.0
+    # read as "None", "12", "", "", "" (no number 3), then "b'#### 3'" and "#### 3" (both mark a 3)
+    assert rewards == [0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0]
 
 
 def _gsm8k_pairs(limit: int) -> list[tuple[str, str]]:
