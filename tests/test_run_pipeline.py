@@ -87,12 +87,22 @@ def test_each_config_is_built_once():
     assert built == [settings.training]  # one construction, no rebuild to apply a preset or defaults
 
 
-def test_a_run_with_wandb_offline_leaves_the_process_as_it_found_it(tiny_model_dir, tmp_path, monkeypatch):
-    """No environment variable set or changed, and `model.generate` still the model class's own."""
+@pytest.mark.parametrize("earlier_wandb_session", [False, True])
+def test_a_run_with_wandb_offline_leaves_the_process_as_it_found_it(
+    earlier_wandb_session, tiny_model_dir, tmp_path, monkeypatch
+):
+    """No environment variable set or changed, and `model.generate` still the model class's own; a W&B session that
+    was running in the process before (a user's, another library's) is left running."""
+    import wandb
+
     for name in ("WANDB_MODE", "WANDB_API_KEY"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no `wandb login` credentials: the run logs offline
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    wandb.teardown()  # whatever an earlier test left: each case starts from the state it names
+    if earlier_wandb_session:
+        wandb.init(mode="offline", dir=str(tmp_path), project="earlier").finish()
+        assert "WANDB_SERVICE" in os.environ
     before = dict(os.environ)
     argv = ["--model_name_or_path", str(tiny_model_dir), "--max_steps", "1", "--per_device_train_batch_size", "8"]
     argv += ["--num_generations", "4", "--max_completion_length", "8", "--eval_num_problems", "4"]
@@ -105,6 +115,9 @@ def test_a_run_with_wandb_offline_leaves_the_process_as_it_found_it(tiny_model_d
     changed = {k for k in before.keys() | os.environ.keys() if before.get(k) != os.environ.get(k)}
     assert changed <= {"PYTEST_CURRENT_TEST"}, changed
     assert (tmp_path / "run" / "eval_results.json").exists()
+    if earlier_wandb_session:  # still usable by whoever started it
+        wandb.init(mode="offline", dir=str(tmp_path), project="earlier").finish()
+        wandb.teardown()
 
 
 def test_compared_methods_are_methods_the_planner_knows():

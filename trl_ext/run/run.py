@@ -28,6 +28,8 @@ from trl_ext.run.text import print_on_main
 from trl_ext.trainer.compat import count_generations
 from trl_ext.trainer.rounds import write_atomic
 
+WANDB_SERVICE_VARIABLE = "WANDB_SERVICE"  # set in os.environ by W&B while its service process runs
+
 RESULTS_FILE = "eval_results.json"
 
 
@@ -40,6 +42,7 @@ class Run:
     data: TaskData
     model: ModelChoice
     wandb_run: object = None
+    owns_wandb_service: bool = False  # W&B's service process was started for this run (none ran in the process)
     results: dict = field(default_factory=dict)
     started: float = field(default_factory=time.time)
 
@@ -64,6 +67,7 @@ class Run:
         print_on_main(f"[{method}] preset: {settings.preset.name}; output: {settings.training.output_dir}")
         run = cls(settings=settings, reward_funcs=reward_funcs, data=data, model=model)
         if "wandb" in (settings.training.report_to or []):
+            run.owns_wandb_service = WANDB_SERVICE_VARIABLE not in os.environ
             run.wandb_run = start_tracking(settings, model.path)
         return run
 
@@ -213,9 +217,10 @@ class Run:
             # Not `trainer.end()`: it destroys the process group while DDP still holds it, and the process that frees
             # DDP last can then deadlock in gloo's destructor (pytorch/pytorch#56297); `run_recipe` ends them.
             self.wandb_run.finish()
-            import wandb
+            if self.owns_wandb_service:  # a service another W&B user in this process started is theirs to end
+                import wandb
 
-            wandb.teardown()  # stops W&B's service process, which also takes its WANDB_SERVICE out of os.environ
+                wandb.teardown()  # stops the service process, which also takes its variable out of os.environ
 
 
 def gap_closed(teacher_accuracy: float, before: float, after: float) -> float:
