@@ -65,7 +65,7 @@ def generate_fields(trainer) -> tuple[str, ...]:
     raise TypeError(f"{type(trainer).__name__} derives from neither TRL's GRPOTrainer nor its RLOOTrainer")
 
 
-def _moved(what: str) -> str:
+def moved_message(what: str) -> str:
     import trl
 
     return f"TRL {trl.__version__}: {what}; trl-ext was written against TRL 1.16 (see trl_ext/trainer/compat.py)"
@@ -85,10 +85,12 @@ class GeneratedBatch:
         fields = generate_fields(trainer)
         if not isinstance(result, tuple) or len(result) != len(fields):
             found = len(result) if isinstance(result, tuple) else type(result).__name__
-            raise RuntimeError(_moved(f"{type(trainer).__name__}._generate returned {found} values, not {fields}"))
+            what = f"{type(trainer).__name__}._generate returned {found} values, not {fields}"
+            raise RuntimeError(moved_message(what))
         batch = cls(fields, result, size)
         if len(batch["completion_ids"]) != size:
-            raise RuntimeError(_moved(f"_generate returned {len(batch['completion_ids'])} completions for {size}"))
+            what = f"_generate returned {len(batch['completion_ids'])} completions for {size} prompts"
+            raise RuntimeError(moved_message(what))
         return batch
 
     def __getitem__(self, name: str):
@@ -132,7 +134,7 @@ def replaying(trainer, generated: GeneratedBatch, rewards_per_func: torch.Tensor
 
     def generate(prompts):
         if len(prompts) != generated.size:
-            raise RuntimeError(_moved(f"_generate got {len(prompts)} prompts to replay {generated.size}"))
+            raise RuntimeError(moved_message(f"_generate got {len(prompts)} prompts to replay {generated.size}"))
         return generated.values
 
     trainer._generate = generate

@@ -124,10 +124,11 @@ class DynamicSamplingArguments:
             )
         return problems
 
-    def check_dynamic_sampling(self, name: str) -> None:
+    def __post_init__(self):
+        super().__post_init__()  # the TRL config's: it resolves steps_per_generation
         problems = self.dynamic_sampling_problems()
         if problems:
-            raise ValueError(f"Invalid {name}: " + "; ".join(problems) + ".")
+            raise ValueError(f"Invalid {type(self).__name__}: " + "; ".join(problems) + ".")
 
 
 @dataclass
@@ -140,10 +141,6 @@ class DynamicSamplingGRPOConfig(DynamicSamplingArguments, GRPOConfig):
     `skip_solved_prompts`, `solved_streak`.
     """
 
-    def __post_init__(self):
-        super().__post_init__()
-        self.check_dynamic_sampling(type(self).__name__)
-
 
 @dataclass
 class DynamicSamplingRLOOConfig(DynamicSamplingArguments, RLOOConfig):
@@ -154,7 +151,3 @@ class DynamicSamplingRLOOConfig(DynamicSamplingArguments, RLOOConfig):
     `dynamic_sampling`, `group_filter`, `max_generation_rounds`, `oversample_factor`, `correct_reward`,
     `skip_solved_prompts`, `solved_streak`.
     """
-
-    def __post_init__(self):
-        super().__post_init__()
-        self.check_dynamic_sampling(type(self).__name__)
