@@ -27,7 +27,8 @@ from trl import GRPOConfig, GRPOTrainer
 from trl_ext import PPOConfig, PPOTrainer
 from trl_ext.data.embedded import EmbeddedSpec, embedded_model_path
 from trl_ext.data.loading import add_prompts, load_gsm8k
-from trl_ext.run.recipe import EMBEDDED_TRAINING_DEFAULTS, resolve_reward_funcs
+from trl_ext.run.reward_funcs import resolve_reward_funcs
+from trl_ext.run.tasks import EMBEDDED_TRAINING_DEFAULTS
 
 PARTS = ("generation", "rewards", "scoring_forwards", "training")
 

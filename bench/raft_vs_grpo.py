@@ -24,14 +24,14 @@ from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
 from trl_ext import RAFTConfig, RAFTTrainer
-from trl_ext.run.recipe import parse_recipe_args, prepare_run
+from trl_ext.run import Run, resolve_settings
 
 
 def prepare(method: str, seed: int, output_dir: Path, num_problems: int, extra: str):
     config_class = GRPOConfig if method == "grpo" else RAFTConfig
     argv = ["--seed", str(seed), "--output_dir", str(output_dir), "--report_to", "none", "--disable_tqdm", "true"]
     argv += ["--eval_num_problems", str(num_problems), *shlex.split(extra)]
-    return prepare_run(method, *parse_recipe_args(config_class, argv=argv))
+    return Run.start(resolve_settings(method, config_class, argv=argv))
 
 
 class EvaluateEvery(TrainerCallback):

@@ -12,15 +12,13 @@ closed. Every DistillationConfig and ModelConfig flag works (--teacher_model_nam
 
 from trl import DistillationConfig, DistillationTrainer
 
-from trl_ext.run.distillation import resolve_teacher
-from trl_ext.run.recipe import parse_recipe_args, prepare_run, run_recipe
+from trl_ext.run import Run, resolve_settings, run_recipe
 
 
 def main() -> None:
-    script_args, training_args, model_args, explicit = parse_recipe_args(DistillationConfig)
-    run = prepare_run("distill", script_args, training_args, model_args, explicit)
-    teacher = resolve_teacher(run)  # the embedded default switches the run to its smaller student here
-    trainer = DistillationTrainer(teacher_model=teacher, **run.trainer_kwargs())
+    settings = resolve_settings("distill", DistillationConfig)  # defaults, preset, YAML, flags: every setting, once
+    run = Run.start(settings)  # data; on the embedded default the tiny model teaches an even smaller student
+    trainer = DistillationTrainer(teacher_model=run.model.teacher, **run.trainer_kwargs())
     run.evaluate(trainer, "teacher", model=trainer.teacher_model)
     run.train(trainer)  # the student before, training, after (with the share of the gap closed), save, W&B summary
 

@@ -13,16 +13,15 @@ Every DPOConfig and ModelConfig flag works (LoRA: --use_peft; 4-bit: --load_in_4
 
 from trl import DPOTrainer
 
-from trl_ext.run.recipe import parse_recipe_args, prepare_run, run_recipe
-from trl_ext.trainer.dpo_rounds_config import DPORoundsConfig
-from trl_ext.trainer.dpo_rounds_trainer import DPORoundsTrainer
-from trl_ext.trainer.preference_pairs import PreferenceDataArguments, load_preference_data
+from trl_ext import DPORoundsConfig, DPORoundsTrainer
+from trl_ext.run import Run, resolve_settings, run_recipe
+from trl_ext.run.preference_data import PreferenceDataArguments, load_preference_data
 
 
 def main() -> None:
-    script_args, training_args, model_args, explicit = parse_recipe_args(DPORoundsConfig, PreferenceDataArguments)
-    preferences = load_preference_data(script_args)  # checked before any model loads; None: the verifier makes pairs
-    run = prepare_run("dpo", script_args, training_args, model_args, explicit)
+    settings = resolve_settings("dpo", DPORoundsConfig, PreferenceDataArguments)  # every setting, once
+    preferences = load_preference_data(settings.script)  # checked before any model loads; None: the verifier pairs
+    run = Run.start(settings)  # reward functions, data, model and tokenizer, W&B
     if preferences is None:
         trainer = DPORoundsTrainer(reward_funcs=run.reward_funcs, **run.trainer_kwargs())
     else:

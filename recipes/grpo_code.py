@@ -10,12 +10,12 @@ for what the host needs (bubblewrap). Every GRPOConfig and ModelConfig flag work
 
 from trl import GRPOConfig, GRPOTrainer
 
-from trl_ext.run.recipe import CODE_TASK, parse_recipe_args, prepare_run, run_recipe
+from trl_ext.run import CODE_TASK, Run, resolve_settings, run_recipe
 
 
 def main() -> None:
-    script_args, training_args, model_args, explicit = parse_recipe_args(GRPOConfig)
-    run = prepare_run("grpo", script_args, training_args, model_args, explicit, task=CODE_TASK)
+    settings = resolve_settings("grpo", GRPOConfig, task=CODE_TASK)  # defaults, preset, YAML, flags: once
+    run = Run.start(settings)  # reward functions, data (tests checked), the sandbox, model and tokenizer, W&B
     trainer = GRPOTrainer(reward_funcs=run.reward_funcs, **run.trainer_kwargs())
     run.train(trainer)  # pass rate before, training, pass rate after, save, W&B summary
 

@@ -8,12 +8,12 @@ critic_warmup_steps, missing_eos_penalty) and ModelConfig flag works (LoRA: --us
 """
 
 from trl_ext import PPOConfig, PPOTrainer
-from trl_ext.run.recipe import parse_recipe_args, prepare_run, run_recipe
+from trl_ext.run import Run, resolve_settings, run_recipe
 
 
 def main() -> None:
-    script_args, training_args, model_args, explicit = parse_recipe_args(PPOConfig)
-    run = prepare_run("ppo", script_args, training_args, model_args, explicit)
+    settings = resolve_settings("ppo", PPOConfig)  # defaults, preset, YAML, flags: every setting, once
+    run = Run.start(settings)  # reward functions, data, model and tokenizer, W&B
     trainer = PPOTrainer(reward_funcs=run.reward_funcs, **run.trainer_kwargs())
     run.train(trainer)  # held-out accuracy before, training, accuracy after, save (with the value head), W&B summary
 

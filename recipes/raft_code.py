@@ -13,15 +13,15 @@ every SFTConfig) and ModelConfig flag works (LoRA: --use_peft; 4-bit: --load_in_
 from dataclasses import replace
 
 from trl_ext import RAFTConfig, RAFTTrainer
-from trl_ext.run.recipe import CODE_TASK, parse_recipe_args, prepare_run, run_recipe
+from trl_ext.run import CODE_TASK, Run, resolve_settings, run_recipe
 
 # The embedded code task set is small (a plumbing check): fewer prompts per cycle than the math default samples.
 TASK = replace(CODE_TASK, embedded_overrides={**CODE_TASK.embedded_overrides, "num_cycles": 2, "prompts_per_cycle": 8})
 
 
 def main() -> None:
-    script_args, training_args, model_args, explicit = parse_recipe_args(RAFTConfig)
-    run = prepare_run("raft", script_args, training_args, model_args, explicit, task=TASK)
+    settings = resolve_settings("raft", RAFTConfig, task=TASK)  # defaults, preset, YAML, flags: every setting, once
+    run = Run.start(settings)  # reward functions, data (tests checked), the sandbox, model and tokenizer, W&B
     trainer = RAFTTrainer(reward_funcs=run.reward_funcs, **run.trainer_kwargs())
     run.train(trainer)  # pass rate before, the cycles, pass rate after, save, W&B summary
 

@@ -9,12 +9,12 @@ cycle it stopped in, are reused.
 """
 
 from trl_ext import RAFTConfig, RAFTTrainer
-from trl_ext.run.recipe import parse_recipe_args, prepare_run, run_recipe
+from trl_ext.run import Run, resolve_settings, run_recipe
 
 
 def main() -> None:
-    script_args, training_args, model_args, explicit = parse_recipe_args(RAFTConfig)
-    run = prepare_run("raft", script_args, training_args, model_args, explicit)
+    settings = resolve_settings("raft", RAFTConfig)  # defaults, preset, YAML, flags: every setting, once
+    run = Run.start(settings)  # reward functions, data, model and tokenizer, W&B
     trainer = RAFTTrainer(reward_funcs=run.reward_funcs, **run.trainer_kwargs())
     run.train(trainer)  # held-out accuracy before, the cycles, accuracy after, save, W&B summary
 

@@ -9,13 +9,13 @@ Every RLOOConfig and ModelConfig flag works (LoRA: --use_peft; 4-bit: --load_in_
 DAPO's dynamic sampling: --dynamic_sampling, --group_filter, --max_generation_rounds, --skip_solved_prompts.
 """
 
-from trl_ext.run.recipe import parse_recipe_args, prepare_run, run_recipe
+from trl_ext.run import Run, resolve_settings, run_recipe
 from trl_ext.trainer.dynamic_sampling import DynamicSamplingRLOOConfig, DynamicSamplingRLOOTrainer
 
 
 def main() -> None:
-    script_args, training_args, model_args, explicit = parse_recipe_args(DynamicSamplingRLOOConfig)
-    run = prepare_run("rloo", script_args, training_args, model_args, explicit)
+    settings = resolve_settings("rloo", DynamicSamplingRLOOConfig)  # defaults < preset < YAML < flags
+    run = Run.start(settings)  # reward functions, data, model and tokenizer, W&B
     trainer = DynamicSamplingRLOOTrainer(reward_funcs=run.reward_funcs, **run.trainer_kwargs())
     run.train(trainer)  # held-out accuracy before, training, accuracy after, save, W&B summary
 

@@ -11,8 +11,9 @@ from trl import DistillationConfig
 
 from trl_ext.data.embedded import EmbeddedSpec, embedded_model_path, embedded_student_path
 from trl_ext.platform.memory import TrainingSetup, estimate_peak, load_model_shape
+from trl_ext.run import RecipeError, resolve_settings
 from trl_ext.run.distillation import check_shared_vocabulary, resolve_teacher
-from trl_ext.run.recipe import RecipeError, gap_closed, parse_recipe_args, prepare_run
+from trl_ext.run.run import gap_closed
 
 TINY_STUDENT = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "sft_rows": 64}
 
@@ -64,28 +65,25 @@ def test_tokenizers_of_equal_size_but_other_tokens_are_refused(tiny_model_dir, o
         check_shared_vocabulary(str(tiny_model_dir), str(other_tiny_dir))
 
 
-def prepare(argv, tmp_path):
+def teacher_of(argv, tmp_path):
     argv = argv + ["--output_dir", str(tmp_path / "out"), "--report_to", "none", "--eval_num_problems", "16"]
-    script_args, training_args, model_args, explicit = parse_recipe_args(DistillationConfig, argv=argv)
-    return prepare_run("distill", script_args, training_args, model_args, explicit)
+    settings = resolve_settings("distill", DistillationConfig, argv=argv)
+    return resolve_teacher(settings.model.model_name_or_path, settings.training.teacher_model_name_or_path, False)
 
 
 def test_a_student_without_teacher_or_with_a_foreign_one_fails_early(tiny_model_dir, other_tiny_dir, tmp_path):
-    run = prepare(["--model_name_or_path", str(tiny_model_dir)], tmp_path)
     with pytest.raises(RecipeError, match="distillation needs a teacher: set --teacher_model_name_or_path"):
-        resolve_teacher(run)
-    run = prepare(
-        ["--model_name_or_path", str(tiny_model_dir), "--teacher_model_name_or_path", str(other_tiny_dir)],
-        tmp_path,
-    )
+        teacher_of(["--model_name_or_path", str(tiny_model_dir)], tmp_path)
     with pytest.raises(RecipeError, match="different tokenizers"):
-        resolve_teacher(run)
-    run = prepare(
-        ["--model_name_or_path", str(tiny_model_dir), "--teacher_model_name_or_path", str(tmp_path / "nothing")],
-        tmp_path,
-    )
+        teacher_of(
+            ["--model_name_or_path", str(tiny_model_dir), "--teacher_model_name_or_path", str(other_tiny_dir)],
+            tmp_path,
+        )
     with pytest.raises(RecipeError, match="not a model directory"):
-        resolve_teacher(run)
+        teacher_of(
+            ["--model_name_or_path", str(tiny_model_dir), "--teacher_model_name_or_path", str(tmp_path / "nothing")],
+            tmp_path,
+        )
 
 
 def test_gap_closed_and_planner_counts_the_teacher(tiny_model_dir):

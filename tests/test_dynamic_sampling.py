@@ -371,13 +371,17 @@ def test_bad_options_fail_with_what_to_fix(tiny_model_dir, dataset, tmp_path):
         make_trainer("grpo", tiny_model_dir, tmp_path, dataset.to_iterable_dataset(), dynamic_sampling=True)
 
 
-def test_the_recipes_parse_the_options(tmp_path):
-    from trl_ext.run.recipe import parse_recipe_args
+def test_the_recipes_take_the_options_and_show_where_they_came_from(tmp_path):
+    from trl_ext.run import resolve_settings
 
     flags = ["--dynamic_sampling", "--group_filter", "all_wrong", "--max_generation_rounds", "3"]
-    flags += ["--skip_solved_prompts", "--output_dir", str(tmp_path), "--use_cpu", "--bf16", "false"]
-    for config_class in (DynamicSamplingGRPOConfig, DynamicSamplingRLOOConfig):
-        _, args, _, explicit = parse_recipe_args(config_class, argv=flags)
-        assert isinstance(args, config_class) and {"dynamic_sampling", "group_filter"} <= explicit
+    flags += ["--skip_solved_prompts", "--output_dir", str(tmp_path), "--report_to", "none"]
+    for method, config_class in (("grpo", DynamicSamplingGRPOConfig), ("rloo", DynamicSamplingRLOOConfig)):
+        settings = resolve_settings(method, config_class, argv=flags)
+        args = settings.training
+        assert isinstance(args, config_class)
         assert (args.dynamic_sampling, args.group_filter, args.max_generation_rounds) == (True, "all_wrong", 3)
         assert args.skip_solved_prompts and math.isclose(args.oversample_factor, 1.0)
+        record = settings.record()
+        assert record["group_filter"] == {"value": "all_wrong", "source": "command line"}
+        assert record["dynamic_sampling"]["source"] == "command line" and "oversample_factor" not in record

@@ -25,10 +25,10 @@ from transformers import AutoModelForCausalLM
 from trl import DistillationConfig, GRPOConfig, RLOOConfig
 
 from trl_ext import DPORoundsConfig, PPOConfig, RAFTConfig
+from trl_ext.run import CODE_TASK, GSM8K_TASK, RecipeArguments, Run, resolve_settings
 from trl_ext.run.evaluation import evaluate
-from trl_ext.run.recipe import CODE_TASK, GSM8K_TASK, RecipeArguments, parse_recipe_args, prepare_run
+from trl_ext.run.preference_data import PreferenceDataArguments
 from trl_ext.run.wandb_offline import read_offline_run
-from trl_ext.trainer.preference_pairs import PreferenceDataArguments
 
 pytestmark = pytest.mark.slow
 
@@ -112,15 +112,16 @@ def rescore(recipe: str, argv: list[str], model_dir: Path, tmp_path: Path) -> fl
     (each process's contiguous half, in batches of the same size) on one thread, as each process ran."""
     method, config_class, script_class, task, _ = RECIPES[recipe]
     argv = [*argv, "--output_dir", str(tmp_path / "rescore"), "--report_to", "none"]
-    run = prepare_run(method, *parse_recipe_args(config_class, script_class, argv=argv), task=task)
+    run = Run.start(resolve_settings(method, config_class, script_class, task, argv=argv))
     model = AutoModelForCausalLM.from_pretrained(model_dir)
-    max_new_tokens = run.script_args.eval_max_new_tokens or run.training_args.max_completion_length
+    script = run.settings.script
+    max_new_tokens = script.eval_max_new_tokens or run.settings.training.max_completion_length
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        shards = [run.eval_dataset.shard(PROCESSES, index, contiguous=True) for index in range(PROCESSES)]
+        shards = [run.data.eval.shard(PROCESSES, index, contiguous=True) for index in range(PROCESSES)]
         results = [
-            evaluate(model, run.tokenizer, shard, run.reward_funcs[0], max_new_tokens, run.script_args.eval_batch_size)
+            evaluate(model, run.model.tokenizer, shard, run.reward_funcs[0], max_new_tokens, script.eval_batch_size)
             for shard in shards
         ]
     finally:

@@ -47,7 +47,7 @@ def test_grpo_trainer_internals_ppo_builds_on():
     assert "self.num_iterations = args.num_iterations" in init
 
     rollout = inspect.getsource(GRPOTrainer._generate_and_score_completions)
-    # PPOTrainer._scoring_as_one_iteration: GRPO's own old-log-prob forward is gated on num_iterations here
+    # compat.single_grpo_iteration (PPO): GRPO's own old-log-prob forward is gated on num_iterations here
     assert "generate_every = self.args.steps_per_generation * self.num_iterations" in rollout
     # PPOTrainer reuses GRPO's reference log-probs when beta != 0, under this key, else computes its own
     assert "if self.beta != 0.0:" in rollout and 'output["ref_per_token_logps"] = ref_per_token_logps' in rollout

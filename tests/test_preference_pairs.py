@@ -6,13 +6,11 @@ import numpy as np
 import pytest
 from datasets import Dataset
 
-from trl_ext.run.recipe import RecipeError, parse_recipe_args
+from trl_ext.run import RecipeError, resolve_settings
+from trl_ext.run.preference_data import PreferenceDataArguments, load_preference_data, load_preference_dataset
 from trl_ext.trainer.dpo_rounds_config import DPORoundsConfig
 from trl_ext.trainer.preference_pairs import (
-    PreferenceDataArguments,
     build_pairs,
-    load_preference_data,
-    load_preference_dataset,
     preference_dataset,
     save_dataset,
 )
@@ -172,7 +170,7 @@ def test_preference_dataset_missing_column_fails_before_any_model(tmp_path, monk
     path = tmp_path / "prefs.jsonl"
     path.write_text(json.dumps({"prompt": "1+1?", "preferred": "2", "rejected": "3"}) + "\n")
     argv = ["--preference_dataset", str(path), "--report_to", "none"]
-    script_args, *_ = parse_recipe_args(DPORoundsConfig, PreferenceDataArguments, argv=argv)
+    script_args = resolve_settings("dpo", DPORoundsConfig, PreferenceDataArguments, argv=argv).script
     with pytest.raises(RecipeError, match=r"columns \['prompt', 'preferred', 'rejected'\]; expected \['chosen'\]"):
         load_preference_data(script_args)
     script_args.preference_dataset = str(tmp_path / "none.jsonl")

@@ -1,4 +1,4 @@
-"""Presets: the table, `auto`, and applying a preset to TRL configs with explicit values taking precedence."""
+"""Presets: the table, `auto`, and a preset's settings under the user's own in the configs a run gets."""
 
 import dataclasses
 import json
@@ -12,6 +12,8 @@ from trl import DPOConfig, GRPOConfig, ModelConfig, SFTConfig, get_peft_config, 
 from trl_ext.platform.detect import Platform
 from trl_ext.platform.memory import GIB
 from trl_ext.platform.presets import PRESETS, auto_order, estimate_run, for_platform, resolve_preset
+from trl_ext.run import RecipeError, resolve_settings
+from trl_ext.run.settings import current_names, merge_layers, without_aliases_of
 
 QWEN25_05B = dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
                   num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True)  # fmt: skip
@@ -46,11 +48,23 @@ def model_dir(tmp_path):
     return write
 
 
-def configs(config_class=GRPOConfig, **kwargs):
-    """A TRL config as TrlParser builds it on this CPU-only machine (use_cpu: bf16 needs a GPU to validate)."""
+def configured(preset, method="grpo", config_class=GRPOConfig, base=None, user=None):
+    """The configs a run gets from `preset`: `base` values under it (as defaults), the user's (`user`) over it, merged
+    as `trl_ext.run.settings` merges its layers. On this CPU-only machine (use_cpu: bf16 needs a GPU to validate)."""
+    training_fields = {f.name for f in dataclasses.fields(config_class)}
+    model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    user = user or {}
+    layers = [("base", base or {}), ("preset", without_aliases_of(preset.values(method), set(user))), ("user", user)]
+    values, _ = merge_layers([(name, current_names(layer)) for name, layer in layers], training_fields | model_fields)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        return config_class(output_dir="out", use_cpu=True, report_to="none", **kwargs), ModelConfig()
+        training = config_class(
+            output_dir="out",
+            use_cpu=True,
+            report_to="none",
+            **{k: v for k, v in values.items() if k in training_fields},
+        )
+    return training, ModelConfig(**{k: v for k, v in values.items() if k in model_fields})
 
 
 @pytest.mark.parametrize("preset", [p for p in PRESETS.values() if p.name != "cpu"], ids=lambda p: p.name)
@@ -67,8 +81,7 @@ def test_auto_order_prefers_full_then_lora_then_qlora():
 @pytest.mark.parametrize("name", ["qlora-8gb", "qlora-24gb"])
 def test_qlora_presets_build_bitsandbytes_and_lora_configs(name):
     preset = for_platform(PRESETS[name], gpu(24))
-    training_args, model_args = configs()
-    preset.apply(training_args, model_args, explicit=set(), method="grpo")
+    training_args, model_args = configured(preset)
     quantization = get_quantization_config(model_args)
     assert isinstance(quantization, BitsAndBytesConfig)
     assert quantization.load_in_4bit and quantization.bnb_4bit_quant_type == "nf4"
@@ -81,25 +94,22 @@ def test_qlora_presets_build_bitsandbytes_and_lora_configs(name):
 
 def test_lora_preset_on_fp16_gpu_uses_fp16():
     preset = for_platform(PRESETS["lora-16gb"], gpu(16, arch="sm_75", bf16=False))
-    training_args, model_args = configs()
-    preset.apply(training_args, model_args, explicit=set(), method="grpo")
+    training_args, model_args = configured(preset)
     assert (training_args.bf16, training_args.fp16, model_args.dtype) == (False, True, "float16")
     assert get_quantization_config(model_args) is None and isinstance(get_peft_config(model_args), LoraConfig)
 
 
 def test_full_preset_keeps_fp32_weights_and_no_peft():
     preset = for_platform(PRESETS["full-24gb"], gpu(24))
-    training_args, model_args = configs()
-    preset.apply(training_args, model_args, explicit=set(), method="grpo")
+    training_args, model_args = configured(preset)
     assert model_args.dtype == "float32" and not model_args.use_peft and not model_args.load_in_4bit
     assert training_args.bf16 and training_args.mixed_precision == "bf16"
 
 
 def test_apply_sets_grpo_fields_and_rederives_generation_batch():
     preset = for_platform(PRESETS["full-48gb"], gpu(48))
-    training_args, model_args = configs(per_device_train_batch_size=2, num_generations=2)
-    assert training_args.generation_batch_size == 2
-    preset.apply(training_args, model_args, explicit=set(), method="grpo")
+    assert configured(preset, base={"per_device_train_batch_size": 2, "num_generations": 2})[0].num_generations == 8
+    training_args, model_args = configured(preset, base={"per_device_train_batch_size": 2, "num_generations": 2})
     assert training_args.per_device_train_batch_size == 16
     assert training_args.gradient_accumulation_steps == 4
     assert training_args.steps_per_generation == 4 and training_args.generation_batch_size == 64
@@ -112,11 +122,13 @@ def test_apply_sets_grpo_fields_and_rederives_generation_batch():
 
 def test_explicit_values_win_over_the_preset():
     preset = for_platform(PRESETS["qlora-8gb"], gpu(8))
-    training_args, model_args = configs(per_device_train_batch_size=2, max_completion_length=100, num_generations=2)
-    model_args.lora_r = 4
-    explicit = {"per_device_train_batch_size", "max_completion_length", "lora_r", "gradient_checkpointing"}
-    training_args.gradient_checkpointing = training_args.activation_checkpointing = False
-    preset.apply(training_args, model_args, explicit, method="grpo")
+    user = {
+        "per_device_train_batch_size": 2,
+        "max_completion_length": 100,
+        "lora_r": 4,
+        "gradient_checkpointing": False,
+    }
+    training_args, model_args = configured(preset, base={"num_generations": 2}, user=user)
     assert training_args.per_device_train_batch_size == 2
     assert training_args.max_completion_length == 100
     assert training_args.num_generations == 4  # not explicit: the preset's
@@ -127,57 +139,58 @@ def test_explicit_values_win_over_the_preset():
 
 def test_explicit_precision_keeps_both_flags():
     preset = for_platform(PRESETS["lora-16gb"], gpu(16))
-    training_args, model_args = configs(fp16=False, bf16=False)
-    preset.apply(training_args, model_args, explicit={"fp16"}, method="grpo")
+    training_args, model_args = configured(preset, base={"bf16": False}, user={"fp16": False})
     assert not training_args.bf16 and not training_args.fp16
 
 
 def test_explicit_generation_batch_size_is_kept():
     preset = for_platform(PRESETS["lora-16gb"], gpu(16))
-    training_args, model_args = configs(generation_batch_size=64)
-    preset.apply(training_args, model_args, explicit={"generation_batch_size"}, method="grpo")
+    training_args, model_args = configured(preset, user={"generation_batch_size": 64})
     assert training_args.generation_batch_size == 64 and training_args.steps_per_generation == 8
 
 
-def test_conflict_names_the_preset():
-    preset = for_platform(PRESETS["qlora-8gb"], gpu(8))
-    training_args, model_args = configs(per_device_train_batch_size=3, num_generations=3)
-    with pytest.raises(ValueError, match="Preset 'qlora-8gb'.*divisible"):
-        preset.apply(
-            training_args,
-            model_args,
-            explicit={"per_device_train_batch_size", "gradient_accumulation_steps"},
-            method="grpo",
-        )
+def gpu_settings(model_dir, platform, *flags):
+    """A recipe's settings for a Qwen2.5-0.5B-shaped model on `platform` (bf16 validates here with use_cpu)."""
+    argv = ["--model_name_or_path", model_dir(QWEN25_05B), *flags, "--use_cpu", "true", "--output_dir", "out"]
+    return resolve_settings("grpo", GRPOConfig, argv=argv, platform=platform)
+
+
+def test_a_conflict_names_where_each_value_came_from(model_dir):
+    with pytest.raises(RecipeError, match="divisible") as error:
+        gpu_settings(
+            model_dir, gpu(8), "--preset", "qlora-8gb", "--per_device_train_batch_size", "3",
+            "--gradient_accumulation_steps", "1",
+        )  # fmt: skip
+    assert "per_device_train_batch_size from command line" in str(error.value)
+    assert "num_generations from preset qlora-8gb" in str(error.value)
 
 
 @pytest.mark.parametrize("config_class", [SFTConfig, DPOConfig])
-def test_apply_sets_only_fields_the_config_has(config_class):
+def test_presets_set_only_fields_the_config_has(config_class):
     preset = for_platform(PRESETS["lora-24gb"], gpu(24))
-    training_args, model_args = configs(config_class)
-    preset.apply(training_args, model_args, explicit=set(), method="grpo")
+    training_args, model_args = configured(preset, config_class=config_class)
     assert training_args.max_length == preset.prompt_length + preset.completion_length
     assert training_args.per_device_train_batch_size == preset.micro_batch
     assert not hasattr(training_args, "num_generations")
 
 
-def test_model_init_kwargs_dtype_follows_the_preset():
-    preset = for_platform(PRESETS["lora-16gb"], gpu(16))
-    training_args, model_args = configs(model_init_kwargs={"dtype": "float32", "revision": "main"})
-    preset.apply(training_args, model_args, explicit=set(), method="grpo")
-    assert training_args.model_init_kwargs == {"dtype": "bfloat16", "revision": "main"}
+def test_model_init_kwargs_dtype_follows_the_preset(model_dir):
+    settings = gpu_settings(model_dir, gpu(16), "--preset", "lora-16gb")
+    assert settings.model.dtype == settings.training.model_init_kwargs["dtype"] == "bfloat16"
+    assert settings.sources["dtype"] == "preset lora-16gb" and settings.sources["model_init_kwargs"] == "derived"
+    insisted = gpu_settings(model_dir, gpu(16), "--preset", "lora-16gb", "--model_init_kwargs", '{"dtype": "float32"}')
+    assert insisted.training.model_init_kwargs["dtype"] == "float32"  # the user's own kwargs win
 
 
-def test_cpu_preset_keeps_the_embedded_default_settings():
+def test_cpu_preset_keeps_the_recipe_settings():
     preset = resolve_preset("auto", None, "grpo", CPU)
     assert preset.name == "cpu"
-    training_args, model_args = configs(
-        bf16=False, per_device_train_batch_size=32, num_generations=8, max_completion_length=48, learning_rate=1e-4
-    )
-    before = dataclasses.asdict(training_args)
-    preset.apply(training_args, model_args, explicit={"per_device_train_batch_size", "learning_rate"}, method="grpo")
-    after = dataclasses.asdict(training_args)
-    changed = {key for key in before if before[key] != after[key]}
+    base = {"bf16": False, "per_device_train_batch_size": 32, "num_generations": 8, "max_completion_length": 48}
+    training_args, model_args = configured(preset, base=base)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        without = GRPOConfig(output_dir="out", use_cpu=True, report_to="none", **base)
+    changed = {k for k, v in dataclasses.asdict(training_args).items() if dataclasses.asdict(without)[k] != v}
     assert changed == {"gradient_checkpointing", "activation_checkpointing"}  # TRL turns it on; fp32 CPU runs don't
     assert (model_args.dtype, model_args.use_peft, model_args.load_in_4bit) == ("float32", False, False)
 
@@ -258,8 +271,7 @@ def test_estimate_of_the_configured_run_matches_the_preset(model_dir, name, meth
     platform = gpu(48)
     path = model_dir(QWEN25_05B)
     preset = resolve_preset(name, path, method, platform)
-    training_args, model_args = configs(config_class)
-    preset.apply(training_args, model_args, explicit=set(), method=method)
+    training_args, model_args = configured(preset, method, config_class)
     assert estimate_run(path, method, training_args, model_args, platform) == preset.estimate
 
 
@@ -267,8 +279,7 @@ def test_estimate_of_the_configured_run_follows_user_values(model_dir):
     platform = gpu(24)
     path = model_dir(QWEN25_05B)
     preset = resolve_preset("full-24gb", path, "grpo", platform)
-    training_args, model_args = configs(max_completion_length=2048, beta=0.04)
-    preset.apply(training_args, model_args, explicit={"max_completion_length", "beta"}, method="grpo")
+    training_args, model_args = configured(preset, user={"max_completion_length": 2048, "beta": 0.04})
     estimate = estimate_run(path, "grpo", training_args, model_args, platform)
     assert estimate.breakdown["reference_model"] == estimate.breakdown["weights"]  # beta > 0: a frozen copy
     assert estimate.peak_bytes > preset.estimate.peak_bytes
@@ -279,13 +290,10 @@ def test_presets_leave_the_group_size_of_ppo_and_raft_alone(name):
     from trl_ext import PPOConfig, RAFTConfig
 
     preset = for_platform(PRESETS[name], gpu(80))
-    ppo_args, model_args = configs(PPOConfig, per_device_train_batch_size=4)
-    preset.apply(ppo_args, model_args, explicit=set(), method="ppo")
+    ppo_args, _ = configured(preset, "ppo", PPOConfig, base={"per_device_train_batch_size": 4})
     assert ppo_args.num_generations == 1  # PPO samples one completion per prompt: its critic is the baseline
     assert ppo_args.per_device_train_batch_size == preset.micro_batch  # the memory settings still apply
-    raft_args, model_args = configs(RAFTConfig, num_generations=4)
-    preset.apply(raft_args, model_args, explicit=set(), method="raft")
+    raft_args, _ = configured(preset, "raft", RAFTConfig, base={"num_generations": 4})
     assert raft_args.num_generations == 4
-    grpo_args, model_args = configs()
-    preset.apply(grpo_args, model_args, explicit=set(), method="grpo")
+    grpo_args, _ = configured(preset)
     assert grpo_args.num_generations == preset.num_generations

@@ -10,8 +10,8 @@ import torch
 from fake_vllm import FakeVLLM
 from recipe_runs import launch_recipe
 
+from trl_ext.run.arguments import RecipeArguments, RecipeError
 from trl_ext.run.progress import Budget, held_tensor_bytes
-from trl_ext.run.recipe import RecipeArguments, RecipeError
 
 
 def test_a_token_budget_ends_a_run_whose_generator_is_not_model_generate(tiny_model_dir, tmp_path):

@@ -286,7 +286,7 @@ def test_lora_cycles_save_and_resume_the_adapter(model_dir, tmp_path):
         train_dataset=prompts(),
         peft_config=lora,
     )
-    resumed._start_or_resume(True)
+    resumed.rounds.start_or_resume(True)
     state = {name.replace(".default", ""): p for name, p in resumed.model.named_parameters() if "lora_" in name}
     assert state and all(torch.equal(state[name].detach(), saved[name]) for name in saved)
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from trl import GRPOConfig
 
-from trl_ext.run.recipe import RecipeError, parse_recipe_args, prepare_run, resolve_resume
+from trl_ext.run import RecipeError, Run, resolve_settings
+from trl_ext.run.settings import resolve_resume
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,10 +24,13 @@ def empty_cache(tmp_path, monkeypatch):
     assert not cache.exists() or not any(cache.iterdir()), "a model was built before the error"
 
 
-def prepare(argv, tmp_path):
+def settings_for(argv, tmp_path):
     argv = argv + ["--output_dir", str(tmp_path / "out"), "--report_to", "none"]
-    script_args, training_args, model_args, explicit = parse_recipe_args(GRPOConfig, argv=argv)
-    return prepare_run("grpo", script_args, training_args, model_args, explicit)
+    return resolve_settings("grpo", GRPOConfig, argv=argv)
+
+
+def prepare(argv, tmp_path):
+    return Run.start(settings_for(argv, tmp_path))
 
 
 def test_missing_dataset_file(tmp_path, empty_cache):
@@ -50,14 +54,14 @@ def test_unknown_yaml_key_suggests_the_right_one(tmp_path, empty_cache):
     config = tmp_path / "run.yaml"
     config.write_text("lerning_rate: 1.0e-5\nmax_steps: 3\n")
     with pytest.raises(RecipeError, match="unknown key 'lerning_rate' in .*did you mean 'learning_rate'"):
-        parse_recipe_args(GRPOConfig, argv=["--config", str(config)])
+        settings_for(["--config", str(config)], tmp_path)
     with pytest.raises(RecipeError, match="does not exist"):
-        parse_recipe_args(GRPOConfig, argv=["--config", str(tmp_path / "none.yaml")])
+        settings_for(["--config", str(tmp_path / "none.yaml")], tmp_path)
 
 
 def test_unknown_flag_and_reward_function(tmp_path, empty_cache):
     with pytest.raises(RecipeError, match="unknown argument '--num_generation'; did you mean 'num_generations'"):
-        parse_recipe_args(GRPOConfig, argv=["--num_generation", "4"])
+        settings_for(["--num_generation", "4"], tmp_path)
     with pytest.raises(RecipeError, match="unknown reward function 'math_reward'"):
         prepare(["--reward_funcs", "math_reward"], tmp_path)
 
@@ -71,14 +75,20 @@ def test_existing_checkpoints_are_never_overwritten(tmp_path):
         resolve_resume("last", str(tmp_path / "elsewhere"))
 
 
-def test_yaml_and_flags_count_as_explicit(tmp_path):
+def test_yaml_and_flags_are_recorded_as_their_sources(tmp_path, monkeypatch):
+    monkeypatch.delenv("FOO", raising=False)
     config = tmp_path / "run.yaml"
     config.write_text("learning_rate: 1.0e-5\nenv:\n  FOO: bar\n")
     argv = ["--config", str(config), "--max-steps=3", "--seed", "1", "--no_eval_before", "--use_peft"]
-    script_args, training_args, model_args, explicit = parse_recipe_args(GRPOConfig, argv=argv)
-    assert explicit == {"learning_rate", "max_steps", "seed", "eval_before", "use_peft"}
-    assert (training_args.learning_rate, training_args.max_steps, training_args.seed) == (1e-5, 3, 1)
-    assert script_args.eval_before is False and model_args.use_peft is True
+    settings = settings_for(argv, tmp_path)
+    yaml_source = f"YAML {config}"
+    assert settings.sources["learning_rate"] == yaml_source
+    assert {settings.sources[name] for name in ("max_steps", "seed", "eval_before")} == {"command line"}
+    assert settings.sources["use_peft"] == "command line"  # over the CPU preset's `use_peft: false`
+    training, script, model = settings.training, settings.script, settings.model
+    assert (training.learning_rate, training.max_steps, training.seed) == (1e-5, 3, 1)
+    assert script.eval_before is False and model.use_peft is True
+    assert os.environ["FOO"] == "bar"  # the file's env section, as TRL's scripts apply it
 
 
 @pytest.mark.parametrize(
@@ -86,17 +96,17 @@ def test_yaml_and_flags_count_as_explicit(tmp_path):
     [([], True), (["--eval_before"], True), (["--eval_before", "false"], False), (["--eval_before=False"], False)]
     + [(["--eval_before", "true"], True), (["--no_eval_before"], False), (["--no-eval-before"], False)],
 )
-def test_boolean_flags_take_every_form_trl_takes(flags, expected):
-    script_args, _, _, explicit = parse_recipe_args(GRPOConfig, argv=flags)
-    assert script_args.eval_before is expected
-    assert ("eval_before" in explicit) == bool(flags)
+def test_boolean_flags_take_every_form_trl_takes(flags, expected, tmp_path):
+    settings = settings_for(flags, tmp_path)
+    assert settings.script.eval_before is expected
+    assert settings.sources.get("eval_before", "TRL default") == ("command line" if flags else "TRL default")
 
 
-def test_flags_that_are_not_arguments_are_refused():
+def test_flags_that_are_not_arguments_are_refused(tmp_path):
     with pytest.raises(RecipeError, match="unknown argument '--no_such_flag'"):
-        parse_recipe_args(GRPOConfig, argv=["--no_such_flag"])
+        settings_for(["--no_such_flag"], tmp_path)
     with pytest.raises(RecipeError, match="unexpected value 'stray'"):
-        parse_recipe_args(GRPOConfig, argv=["stray"])
+        settings_for(["stray"], tmp_path)
 
 
 def test_the_script_prints_one_line_and_exits_nonzero(tmp_path):
@@ -151,9 +161,9 @@ def test_hub_kernels_are_kept_only_where_they_can_be_fetched(monkeypatch):
 def test_offline_runs_load_models_without_hub_kernels(tiny_model_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     run = prepare(["--model_name_or_path", str(tiny_model_dir), "--eval_num_problems", "8"], tmp_path)
-    assert run.training_args.model_init_kwargs["use_kernels"] is False  # the model's own init kwargs, not the env
+    assert run.settings.training.model_init_kwargs["use_kernels"] is False  # the model's own init kwargs
     assert "USE_HUB_KERNELS" not in os.environ
     assert "offline or unreachable: models load without hub kernels" in capsys.readouterr().out
     insisted = ["--model_init_kwargs", '{"use_kernels": true}']
     run = prepare(["--model_name_or_path", str(tiny_model_dir), "--eval_num_problems", "8", *insisted], tmp_path / "b")
-    assert run.training_args.model_init_kwargs["use_kernels"] is True  # the user's word wins
+    assert run.settings.training.model_init_kwargs["use_kernels"] is True  # the user's word wins

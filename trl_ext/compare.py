@@ -33,15 +33,16 @@ from pathlib import Path
 
 import numpy as np
 
-METHODS = ("raft", "grpo", "ppo", "dpo", "rloo")
-# Loop lengths far beyond any budget, so that the budget (not the method's own schedule) ends each run.
+# The methods compared, each with a loop length far beyond any budget, so that the budget (not the method's own
+# schedule) ends each run. Every one is a method the planner knows (`trl_ext.platform.memory.METHODS`).
 OPEN_ENDED = {
+    "raft": ["--num_cycles", "100000"],
     "grpo": ["--max_steps", "1000000"],
     "ppo": ["--max_steps", "1000000"],
-    "rloo": ["--max_steps", "1000000"],
-    "raft": ["--num_cycles", "100000"],
     "dpo": ["--num_rounds", "100000"],
+    "rloo": ["--max_steps", "1000000"],
 }
+METHODS = tuple(OPEN_ENDED)
 MIB = 2**20
 # Progress evaluations per time budget: dense enough to see how fast each method climbs (their time is not counted).
 EVALS_PER_BUDGET = 30

@@ -236,6 +236,7 @@ def build_model(spec: EmbeddedSpec, output_dir: Path, tokenizer=None, warmup_ste
             report_to="none",
             seed=spec.seed,
             bf16=False,
+            activation_checkpointing=True,  # TRL's default, under transformers 5's name (the old one warns)
             use_cpu=not torch.cuda.is_available(),
             dataloader_num_workers=0,
             disable_tqdm=True,

@@ -4,9 +4,9 @@ environment for the detected platform."""
 from __future__ import annotations
 
 import re
+import subprocess
 import sys
 from pathlib import Path
-from unittest import mock
 
 from trl_ext.platform.detect import Platform
 
@@ -105,7 +105,6 @@ def validate_accelerate_config(path: str | Path) -> None:
     """
     from accelerate.commands.config.config_args import load_config_from_file
     from accelerate.commands.launch import _validate_launch_command, launch_command_parser
-    from accelerate.utils import FullyShardedDataParallelPlugin
     from accelerate.utils.launch import (
         prepare_deepspeed_cmd_env,
         prepare_multi_gpu_env,
@@ -135,14 +134,22 @@ def validate_accelerate_config(path: str | Path) -> None:
         elif args.use_fsdp:
             env = prepare_multi_gpu_env(args)
             if str(args.fsdp_version) == "2":  # FSDP1's plugin looks for a device as it builds
-                with mock.patch.dict("os.environ", env, clear=True):
-                    FullyShardedDataParallelPlugin()
+                _build_fsdp_plugin(env)
         elif args.multi_gpu:
             prepare_multi_gpu_env(args)
         else:
             prepare_simple_launcher_cmd_env(args)
     except (ValueError, KeyError, TypeError) as error:
         raise ValueError(f"{path}: accelerate launch rejects it: {error!r}") from error
+
+
+def _build_fsdp_plugin(env: dict[str, str]) -> None:
+    """Build accelerate's FSDP plugin from the environment `accelerate launch` would give the run, in a child
+    process: the plugin reads its settings from `os.environ`, which this process keeps as it is."""
+    build = "from accelerate.utils import FullyShardedDataParallelPlugin; FullyShardedDataParallelPlugin()"
+    result = subprocess.run([sys.executable, "-c", build], env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise ValueError(result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "FSDP plugin failed")
 
 
 def read_env_file(path: Path) -> dict[str, str]:

@@ -1,8 +1,8 @@
 """Named memory presets, `auto` selection for the detected device, and applying a preset to TRL configs.
 
 A preset fixes what decides memory: full fine-tuning, LoRA or QLoRA, the batch, the lengths, gradient checkpointing
-and whether a colocated vLLM generates. Values the user set on the command line or in YAML always win over the
-preset's (`Preset.apply(..., explicit=...)`).
+and whether a colocated vLLM generates. `Preset.values` gives its settings by field name; the run's settings
+(`trl_ext.run.settings`) put them under what the user set in YAML or on the command line.
 """
 
 from __future__ import annotations
@@ -33,8 +33,6 @@ VLLM_MAX_UTILIZATION = 0.9
 VLLM_PROMPT_ALLOWANCE = 1024
 MODE_RANK = {"qlora": 0, "lora": 1, "full": 2}
 GROUP_METHODS = ("grpo", "rloo")  # the methods whose group size a preset sets
-# Names that mean the same field in TRL configs (transformers 5 renamed gradient_checkpointing).
-FIELD_ALIASES = [{"gradient_checkpointing", "activation_checkpointing"}, {"bf16", "fp16"}]
 
 
 @dataclass(frozen=True)
@@ -98,11 +96,12 @@ class Preset:
             num_shards=num_shards,
         )
 
-    def training_values(self, method: str) -> dict:
-        """Values for `method`'s TRL training config; `apply` keeps those the config has.
+    def values(self, method: str, batch: bool = True) -> dict:
+        """This preset's settings for `method`'s config and `trl.ModelConfig`, by field name.
 
-        The group size (`num_generations`) is GRPO's and RLOO's: PPO samples one completion per prompt by design, and
-        RAFT's and DPO rounds' K belongs to their algorithm, not to the memory budget.
+        With `batch=False` (and for presets that keep the recipe's own, such as `cpu`) the batch and the lengths are
+        left out. The group size (`num_generations`) is GRPO's and RLOO's: PPO samples one completion per prompt by
+        design, and RAFT's and DPO rounds' K belongs to their algorithm, not to the memory budget.
         """
         values = {
             "bf16": self.precision == "bf16",
@@ -110,8 +109,11 @@ class Preset:
             "gradient_checkpointing": self.gradient_checkpointing,
             "activation_checkpointing": self.gradient_checkpointing,
             "use_vllm": self.use_vllm,
+            "dtype": self.model_dtype,
+            "use_peft": self.mode != "full",
+            "load_in_4bit": self.mode == "qlora",
         }
-        if self.sets_batch:
+        if self.sets_batch and batch:
             values |= {
                 "per_device_train_batch_size": self.micro_batch,
                 "gradient_accumulation_steps": self.gradient_accumulation,
@@ -127,15 +129,6 @@ class Preset:
                 "vllm_gpu_memory_utilization": self.vllm_gpu_memory_utilization,
                 "vllm_max_model_length": max(self.prompt_length, VLLM_PROMPT_ALLOWANCE) + self.completion_length,
             }
-        return values
-
-    def model_values(self) -> dict:
-        """Values for `trl.ModelConfig`."""
-        values: dict = {
-            "dtype": self.model_dtype,
-            "use_peft": self.mode != "full",
-            "load_in_4bit": self.mode == "qlora",
-        }
         if self.attn_implementation:
             values["attn_implementation"] = self.attn_implementation
         if self.mode != "full":
@@ -144,25 +137,6 @@ class Preset:
             values |= {"bnb_4bit_quant_type": "nf4", "use_bnb_nested_quant": True}
         return values
 
-    def apply(self, training_args, model_args, explicit: set[str], method: str) -> None:
-        """Set this preset's values for `method` on a TRL training config and a `trl.ModelConfig`, in place.
-
-        Fields named in `explicit` (set on the command line or in YAML) keep their value, and so do their aliases
-        (`gradient_checkpointing`/`activation_checkpointing`, `bf16`/`fp16`). Both configs are rebuilt through their
-        `__post_init__`, so derived values (mixed precision, GRPO's generation batch) follow the new settings.
-        """
-        explicit = set(explicit)
-        for group in FIELD_ALIASES:
-            if explicit & group:
-                explicit |= group
-        update_config(training_args, self.training_values(method), explicit, f"Preset {self.name!r}")
-        model_updates = self.model_values()
-        # TRL recipes pass model_init_kwargs to the trainer after the ModelConfig's dtype: keep them consistent
-        if "dtype" not in explicit and getattr(training_args, "model_init_kwargs", None):
-            if "dtype" in training_args.model_init_kwargs:
-                training_args.model_init_kwargs["dtype"] = model_updates["dtype"]
-        update_config(model_args, model_updates, explicit, f"Preset {self.name!r}")
-
     def to_dict(self) -> dict:
         """Flat summary for experiment trackers."""
         summary = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "estimate"}
@@ -170,31 +144,6 @@ class Preset:
             summary["estimated_peak_gib"] = round(self.estimate.peak_gib, 2)
             summary["estimated_phase"] = self.estimate.phase
         return summary
-
-
-def update_config(config, values: dict, explicit: set[str], source: str) -> None:
-    """Rebuild the dataclass `config` in place with `values` for the fields it has and the user did not set.
-
-    `source` names what sets the values (a preset, a recipe's defaults) in the error raised on a conflict.
-    """
-    names = {f.name for f in dataclasses.fields(config)}
-    changes = {k: v for k, v in values.items() if k in names and k not in explicit}
-    # GRPO/RLOO derive one of these from the other in __post_init__; let the derived one be derived again
-    derived = {"generation_batch_size", "steps_per_generation"}
-    if derived <= names:
-        kept = derived & explicit
-        changes |= {k: None for k in (derived - kept if kept else derived)}
-    if not changes:
-        return
-    try:
-        rebuilt = dataclasses.replace(config, **changes)
-    except ValueError as error:
-        raise ValueError(
-            f"{source} set {sorted(set(changes) - derived)}, which conflicts with your settings: "
-            f"{error} Set the conflicting values explicitly, or choose another --preset."
-        ) from error
-    vars(config).clear()
-    vars(config).update(vars(rebuilt))
 
 
 _COLUMNS = (

@@ -43,32 +43,32 @@ def check_shared_vocabulary(student: str, teacher: str) -> None:
         )
 
 
-def resolve_teacher(run) -> str:
-    """The checked teacher of a distillation `RecipeRun`; on the embedded default, the run's model becomes the student.
+def resolve_teacher(model_path: str, teacher_path: str | None, is_embedded: bool) -> tuple[str, str]:
+    """The (student, teacher) of a distillation run, checked before any weights load.
 
-    Without `--model_name_or_path`, the embedded tiny model is the teacher (unless `--teacher_model_name_or_path`
-    names another) and the student is the smaller embedded one built with its tokenizer. With a model, the teacher
-    must be given. Fails with a `RecipeError` before any weights load.
+    On the embedded default, `model_path` (the embedded tiny model) is the teacher (unless `teacher_path` names
+    another) and the student is the smaller embedded one built with its tokenizer. With a model, the teacher must be
+    given. Fails with a `RecipeError`.
     """
-    from trl_ext.run.recipe import RecipeError, check_model_source
+    from trl_ext.run.arguments import RecipeError
+    from trl_ext.run.settings import check_model_source
+    from trl_ext.run.text import print_on_main
 
-    args = run.training_args
-    if run.is_embedded:
-        teacher = args.teacher_model_name_or_path or run.model_name_or_path
-        run.model_name_or_path = str(embedded_student_path(run.model_name_or_path, log=run.print))
-    elif args.teacher_model_name_or_path is None:
+    if is_embedded:
+        teacher = teacher_path or model_path
+        student = str(embedded_student_path(model_path, log=print_on_main))
+    elif teacher_path is None:
         raise RecipeError(
             "distillation needs a teacher: set --teacher_model_name_or_path (a stronger model with the student's "
             "tokenizer, e.g. Qwen/Qwen2.5-1.5B-Instruct for Qwen/Qwen2.5-0.5B-Instruct)"
         )
     else:
-        teacher = args.teacher_model_name_or_path
-    if teacher != run.model_name_or_path:
+        student, teacher = model_path, teacher_path
+    if teacher != student:
         check_model_source(teacher)
     try:
-        check_shared_vocabulary(run.model_name_or_path, teacher)
+        check_shared_vocabulary(student, teacher)
     except ValueError as error:
         raise RecipeError(str(error)) from error
-    args.teacher_model_name_or_path = teacher
-    run.print(f"[{run.method}] teacher: {teacher}; student: {run.model_name_or_path}")
-    return teacher
+    print_on_main(f"[distill] teacher: {teacher}; student: {student}")
+    return student, teacher

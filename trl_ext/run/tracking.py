@@ -62,8 +62,9 @@ def start_wandb_run(
     """Create the run (offline when there are no credentials, and say so); returns the wandb run."""
     import wandb
 
-    if os.environ.get("WANDB_MODE") not in {"offline", "disabled"} and not wandb_credentials_available():
-        os.environ["WANDB_MODE"] = "offline"
+    mode = os.environ.get("WANDB_MODE")
+    if mode not in {"offline", "disabled"} and not wandb_credentials_available():
+        mode = "offline"  # for this run only: the process environment stays as it was
         log("W&B: no credentials found (WANDB_API_KEY or `wandb login`), so this run logs offline.")
     run = wandb.init(
         project=project or os.environ.get("WANDB_PROJECT", DEFAULT_PROJECT),
@@ -72,8 +73,9 @@ def start_wandb_run(
         job_type=method,
         tags=sorted({method, short_name(model), short_name(dataset), *tags}),
         config={**config, "versions": package_versions()} | ({} if seed is None else {"seed": seed}),
+        mode=mode,
     )
-    if os.environ.get("WANDB_MODE") == "offline":
+    if mode == "offline":
         run_dir = Path(run.dir).parent
         log(f"W&B: offline run in {run_dir}; upload it later with `wandb sync {run_dir}`.")
     return run

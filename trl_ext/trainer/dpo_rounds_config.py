@@ -53,19 +53,11 @@ class DPORoundsConfig(SampledRoundsConfig, DPOConfig):
     """
 
     # Parameters whose default values are overridden from DPOConfig
-    num_train_epochs: float = field(default=1.0, metadata={"help": "DPO epochs over each round's pairs."})
     precompute_ref_log_probs: bool = field(
         default=True,
         metadata={
             "help": "Score each round's pairs with the policy as the round starts (the round's reference) before "
             "training; no reference model in memory. False: TRL's fixed reference model (the initial one)."
-        },
-    )
-    save_strategy: str = field(
-        default="no",
-        metadata={
-            "help": "'no' for DPO rounds, which checkpoint once per round in output_dir/checkpoint-<round>; offline "
-            "DPO (a plain DPOTrainer) may use any strategy."
         },
     )
 
@@ -88,6 +80,9 @@ class DPORoundsConfig(SampledRoundsConfig, DPOConfig):
         metadata={"help": "A pair needs the chosen reward to exceed the rejected one by more than this."},
     )
 
+    def round_counts(self) -> tuple[int, int]:
+        return self.num_rounds, self.prompts_per_round
+
     def __post_init__(self):
         super().__post_init__()
         problems = self.sampling_problems("round")
@@ -99,5 +94,4 @@ class DPORoundsConfig(SampledRoundsConfig, DPOConfig):
             problems.append(f"max_pairs_per_prompt must be at least 1 (got {self.max_pairs_per_prompt})")
         if self.min_reward_gap < 0:
             problems.append(f"min_reward_gap must be non-negative (got {self.min_reward_gap})")
-        if problems:
-            raise ValueError("Invalid DPORoundsConfig: " + "; ".join(problems) + ".")
+        self.raise_problems(problems)

@@ -38,14 +38,15 @@ from transformers.utils import logging
 from trl import GRPOTrainer, RLOOTrainer
 from trl.trainer.utils import nanstd
 
-from trl_ext.trainer.compat import GeneratedBatch, keep_extra_log_rows, replaying
+from trl_ext.trainer import compat
+from trl_ext.trainer.compat import GeneratedBatch
 from trl_ext.trainer.dynamic_sampling_config import (
     DynamicSamplingArguments,
     DynamicSamplingGRPOConfig,
     DynamicSamplingRLOOConfig,
 )
+from trl_ext.trainer.files import write_atomic
 from trl_ext.trainer.prompt_sampler import PromptSampler
-from trl_ext.trainer.rounds import write_atomic
 
 logger = logging.get_logger(__name__)
 STATE_FILE = "dynamic_sampling_state.json"
@@ -171,7 +172,7 @@ class DynamicSamplingMixin:
         self.prompt_sampler = PromptSampler(
             len(self.train_dataset),
             seed=args.seed,
-            shuffle=self.shuffle_dataset,
+            shuffle=args.shuffle_dataset,
             skip_solved=args.skip_solved_prompts,
             solved_streak=args.solved_streak,
         )
@@ -187,6 +188,11 @@ class DynamicSamplingMixin:
             raise ValueError(f"{options} support text prompts only (the dataset has an image column)")
         if getattr(self, "tools", None) or getattr(self, "environment_factories", None) is not None:
             raise ValueError(f"{options} do not support tools or environments")
+
+    def sampling_totals(self) -> dict | None:
+        """The running totals (`DynamicSamplingStats`, all processes), or None when the trainer is TRL's as is (both
+        options off): what progress records per step."""
+        return None if self.prompt_sampler is None else asdict(self.dynamic_sampling_stats)
 
     def sampling_state(self) -> dict:
         """What a checkpoint keeps: the prompt sampler's position and pass-rate history, and the running totals."""
@@ -214,8 +220,8 @@ class DynamicSamplingMixin:
             return super()._generate_and_score_completions(inputs)
         # `inputs` (the dataloader's generation batch) only sets the size: the prompt sampler draws the prompts.
         batch = self._kept_batch(len(inputs) // self.num_generations)
-        keep_extra_log_rows(self, batch.local_rows, batch.local_total)
-        with replaying(self, batch.generated, batch.rewards_per_func):
+        compat.keep_extra_log_rows(self, batch.local_rows, batch.local_total)
+        with compat.replaying(self, batch.generated, batch.rewards_per_func):
             return super()._generate_and_score_completions(batch.inputs)
 
     def _generation_round(self, prompts_per_process: int) -> _Round:
@@ -227,14 +233,11 @@ class DynamicSamplingMixin:
         for index in indices[rank * prompts_per_process : (rank + 1) * prompts_per_process]:
             row = self.train_dataset[index]
             rows += [dict(row) for _ in range(group_size)]
-        prompts = [row["prompt"] for row in rows]
-        generated = GeneratedBatch.of(self, self._generate(prompts), len(rows))
-        rewards_per_func = self._calculate_rewards(
-            rows, prompts, generated["completions"], generated["completion_ids"]
-        )
+        generated = GeneratedBatch.generate(self, [row["prompt"] for row in rows])
+        rewards_per_func = compat.calculate_rewards(self, rows, generated)
         device = rewards_per_func.device
         lengths = gather(torch.tensor([len(ids) for ids in generated["completion_ids"]], device=device))
-        rewards = summed_rewards(rewards_per_func, self.reward_weights).view(-1, group_size)
+        rewards = summed_rewards(rewards_per_func, compat.reward_weights(self)).view(-1, group_size)
         rules = group_rules(rewards, args.correct_reward)
         if args.skip_solved_prompts:
             self.prompt_sampler.record(indices, pass_rates(rewards, args.correct_reward).tolist())
@@ -306,7 +309,7 @@ class DynamicSamplingMixin:
         stats.tokens_generated += sum(sum(r.group_tokens) for r in rounds)
         stats.tokens_trained += trained_tokens
 
-        metrics = self._metrics["train"]
+        metrics = compat.grpo_metrics(self, "train")
         for name, value in matching.items():
             metrics[f"dynamic_sampling/frac_{name}"].append(value / generated_groups)
         metrics["dynamic_sampling/frac_dropped"].append(dropped / generated_groups)

@@ -94,16 +94,11 @@ def generate_samples(
 
 
 def generate_completions(
-    model,
-    tokenizer,
-    prompts: Sequence,
-    max_new_tokens: int,
-    batch_size: int = 64,
-    num_samples: int = 1,
-    temperature: float = 0.0,
+    model, tokenizer, prompts: Sequence, max_new_tokens: int, **options
 ) -> tuple[list[list[str]], list[list[int]]]:
-    """`num_samples` completions (text and token count, EOS included) per prompt: `generate_samples` without ids."""
-    generations = generate_samples(model, tokenizer, prompts, max_new_tokens, batch_size, num_samples, temperature)
+    """`generate_samples` (with its `options`: `batch_size`, `num_samples`, `temperature`, ...) without the ids:
+    each prompt's completions as text, and their lengths in tokens (EOS included)."""
+    generations = generate_samples(model, tokenizer, prompts, max_new_tokens, **options)
     return [g.texts for g in generations], [[len(ids) for ids in g.completion_ids] for g in generations]
 
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
+from trl_ext.trainer import compat
+
 KL_ESTIMATORS = ("k1", "k3")
 
 
@@ -134,9 +136,4 @@ class PPOConfig(GRPOConfig):
                 "PPO whitens advantages over each generation batch, which needs at least 2 completions: raise "
                 "per_device_train_batch_size, gradient_accumulation_steps or steps_per_generation"
             )
-        num_generations_eval = self.num_generations_eval
-        self.num_generations, self.num_generations_eval = stand_in, num_generations_eval or 1
-        try:
-            super().__post_init__()
-        finally:
-            self.num_generations, self.num_generations_eval = 1, num_generations_eval
+        compat.grpo_post_init_with_group(self, stand_in)

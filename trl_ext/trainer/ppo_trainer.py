@@ -18,10 +18,8 @@ outside `self.model`, so vLLM weight syncing and `save_pretrained` never see it.
 
 from __future__ import annotations
 
-import copy
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 
 import torch
 from accelerate.utils import is_peft_model
@@ -29,9 +27,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import TrainerCallback
 from trl import GRPOTrainer
-from trl.models.utils import disable_gradient_checkpointing
-from trl.trainer.utils import add_fused_lm_head, use_adapter
 
+from trl_ext.trainer import compat
 from trl_ext.trainer.gae import (
     explained_variance,
     kl_estimate,
@@ -125,13 +122,13 @@ class PPOTrainer(GRPOTrainer):
 
     def __init__(self, model, reward_funcs=None, args: PPOConfig | None = None, **kwargs):
         if args is None:
-            name = model if isinstance(model, str) else model.config._name_or_path
+            name = model if isinstance(model, str) else model.config.name_or_path
             args = PPOConfig(f"{name.split('/')[-1]}-PPO")
         if not isinstance(args, PPOConfig):
             raise TypeError(f"PPOTrainer takes a trl_ext.PPOConfig, got {type(args).__name__}")
         super().__init__(model, reward_funcs, args, **kwargs)
 
-        if self._is_vlm:
+        if compat.is_vision_language(self):
             raise ValueError("PPOTrainer supports text-only models; pass a tokenizer as processing_class")
         if self.is_deepspeed_enabled or self.is_fsdp_enabled:
             raise ValueError(
@@ -157,9 +154,7 @@ class PPOTrainer(GRPOTrainer):
         GRPOTrainer builds a reference only for its loss term (beta != 0), by reloading the model's path, which an
         in-memory model may not have or may differ from. Under PEFT the reference is the adapter-disabled model.
         """
-        reference = copy.deepcopy(policy)
-        del reference.forward  # the copied fused LM head still calls the policy's original forward: add a fresh one
-        add_fused_lm_head(reference, temperature=self.temperature, cast_lm_head_to_fp32=self.args.cast_lm_head_to_fp32)
+        reference = compat.fused_lm_head_copy(policy, self.temperature, self.args.cast_lm_head_to_fp32)
         reference.requires_grad_(False).eval()
         return self.accelerator.prepare_model(reference, evaluation_mode=True)
 
@@ -191,7 +186,7 @@ class PPOTrainer(GRPOTrainer):
         """Clip the policy's and the critic's gradients separately, so that value errors never shrink policy steps."""
         grad_norm = super()._clip_grad_norm(model)
         critic_norm = torch.nn.utils.clip_grad_norm_(self.value_head.parameters(), self.args.max_grad_norm)
-        self._metrics["train"]["critic/grad_norm"].append(critic_norm.item())
+        compat.grpo_metrics(self, "train")["critic/grad_norm"].append(critic_norm.item())
         return grad_norm
 
     # -- rollout ---------------------------------------------------------------------------------------------------
@@ -199,16 +194,6 @@ class PPOTrainer(GRPOTrainer):
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         self._rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         return self._rewards_per_func
-
-    @contextmanager
-    def _scoring_as_one_iteration(self) -> Iterator[None]:
-        """GRPO runs its own old-log-prob forward when `num_iterations > 1`; PPO gets those log-probs from its value
-        forward on every batch, so GRPO scores as if one iteration followed."""
-        num_iterations, self.num_iterations = self.num_iterations, 1
-        try:
-            yield
-        finally:
-            self.num_iterations = num_iterations
 
     def _sum_across_processes(self, tensor: torch.Tensor) -> torch.Tensor:
         return self.accelerator.reduce(tensor, reduction="sum")
@@ -220,17 +205,16 @@ class PPOTrainer(GRPOTrainer):
 
     def _reference_logps(self, input_ids, attention_mask, completion_length, batch_size) -> torch.Tensor:
         """Log-probs under the frozen copy of the initial policy or, under PEFT, the model with adapters disabled."""
+        forward = (input_ids, attention_mask, completion_length, batch_size)
         if self.ref_model is not None:
-            return self._get_per_token_logps_and_entropies(
-                self.ref_model, input_ids, attention_mask, completion_length, batch_size=batch_size
-            )[0]
-        with use_adapter(self.accelerator.unwrap_model(self.model), adapter_name=None):
-            return self._get_per_token_logps_and_entropies(
-                self.model, input_ids, attention_mask, completion_length, batch_size=batch_size
-            )[0]
+            return compat.per_token_logps(self, self.ref_model, *forward)
+        with compat.adapters_disabled(self.accelerator.unwrap_model(self.model)):
+            return compat.per_token_logps(self, self.model, *forward)
 
     def _generate_and_score_completions(self, inputs):
-        with self._scoring_as_one_iteration():
+        # GRPO runs its own old-log-prob forward when `num_iterations > 1`; PPO gets those log-probs from its value
+        # forward on every batch, so GRPO scores as if one iteration followed.
+        with compat.single_grpo_iteration(self):
             output = super()._generate_and_score_completions(inputs)
         args = self.args
         mode = "train" if self.model.training else "eval"
@@ -248,11 +232,9 @@ class PPOTrainer(GRPOTrainer):
             args.missing_eos_penalty,
         )  # fmt: skip
 
-        with torch.no_grad(), disable_gradient_checkpointing(self.model, args.gradient_checkpointing_kwargs):
+        with torch.no_grad(), compat.gradient_checkpointing_disabled(self.model, args.gradient_checkpointing_kwargs):
             with self._hidden_states.capture() as hidden_states:
-                old_logps = self._get_per_token_logps_and_entropies(
-                    self.model, input_ids, attention_mask, length, batch_size=batch_size
-                )[0]
+                old_logps = compat.per_token_logps(self, self.model, input_ids, attention_mask, length, batch_size)
             values = torch.cat([self._values(self.value_head, states, length) for states in hidden_states])
             if args.kl_coef > 0:
                 ref_logps = output.get("ref_per_token_logps")
@@ -273,15 +255,16 @@ class PPOTrainer(GRPOTrainer):
         )
         # GRPO logged its (all-zero, groupless) advantages and group statistics: log PPO's instead
         sequence_advantages = self.accelerator.gather((advantages * valid).sum(1) / valid.sum(1).clamp(min=1))
-        for _ in range(min(len(sequence_advantages), len(self._logs["advantages"]))):
-            self._logs["advantages"].pop()
-        self._logs["advantages"].extend(sequence_advantages.tolist())
+        logged = compat.grpo_logged_advantages(self)
+        for _ in range(min(len(sequence_advantages), len(logged))):
+            logged.pop()
+        logged.extend(sequence_advantages.tolist())
         if self.num_generations == 1:
-            self._metrics[mode].pop("frac_reward_zero_std", None)
+            compat.grpo_metrics(self, mode).pop("frac_reward_zero_std", None)
         return output
 
     def _log_rollout(self, mode, scores, scorable, kl, values, returns, advantages, valid) -> None:
-        metrics = self._metrics[mode]
+        metrics = compat.grpo_metrics(self, mode)
         gathered_scores = self.accelerator.gather(torch.where(scorable, scores, torch.nan))
         metrics["ppo/score/mean"].append(gathered_scores.nanmean().item())
         metrics["ppo/kl"].append(self.accelerator.gather((kl * valid).sum(1)).mean().item())
@@ -335,8 +318,9 @@ class PPOTrainer(GRPOTrainer):
 
         tokens = self._sum_across_processes(mask.sum())
         totals = self._sum_across_processes(torch.stack([(per_token_loss * mask).sum(), (clipped * mask).sum()]))
-        self._metrics[mode]["critic/vf_loss"].append((totals[0] / tokens.clamp(min=1)).item())
-        self._metrics[mode]["critic/vf_clipfrac"].append((totals[1] / tokens.clamp(min=1)).item())
+        metrics = compat.grpo_metrics(self, mode)
+        metrics["critic/vf_loss"].append((totals[0] / tokens.clamp(min=1)).item())
+        metrics["critic/vf_clipfrac"].append((totals[1] / tokens.clamp(min=1)).item())
         if warming_up:
             return self.args.vf_coef * value_loss
         return policy_loss + self.args.vf_coef * value_loss

@@ -14,20 +14,19 @@ truncated or repeated samples):
 
 `preference_dataset` turns pairs into a `datasets.Dataset` in TRL's preference format (`prompt`/`chosen`/`rejected`,
 conversational when the prompts are) that also keeps the exact sampled token ids, so DPO trains on what the model
-generated; `load_preference_dataset` reads an existing preference dataset from the hub or a file.
+generated (`trl_ext.run.preference_data` reads an existing preference dataset instead).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 from datasets import Dataset
 
-from trl_ext.run.recipe import RecipeArguments, RecipeError
+from trl_ext.trainer.files import write_atomic
 from trl_ext.trainer.sampling import SampleSet
 from trl_ext.trainer.selection import TIE_BREAKS, best_of_k
 
@@ -135,69 +134,4 @@ def preference_dataset(
 
 def save_dataset(dataset: Dataset, path: str | os.PathLike) -> None:
     """Write as parquet, atomically: a reader (or a resumed run) sees the whole file or none."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    dataset.to_parquet(str(temporary))
-    os.replace(temporary, path)
-
-
-def load_preference_dataset(name: str, config: str | None = None, split: str = "train") -> Dataset:
-    """A preference dataset (`prompt`/`chosen`/`rejected`) from the hub, a local JSON/JSONL/parquet/CSV file or a
-    dataset directory; checked for its columns, before any model loads.
-
-    The `prompt` column may be left out when `chosen` and `rejected` hold whole conversations that start alike (TRL
-    extracts the shared start as the prompt).
-    """
-    from datasets import load_dataset
-
-    from trl_ext.data.loading import LOCAL_SUFFIXES, _load_local
-
-    path = Path(name).expanduser()
-    if (path.suffix.lower() in LOCAL_SUFFIXES or name.startswith((".", "/", "~"))) and not path.exists():
-        raise FileNotFoundError(f"Preference dataset {path} does not exist; check --preference_dataset.")
-    splits = _load_local(path) if path.is_file() else load_dataset(str(path) if path.is_dir() else name, name=config)
-    if path.is_file():
-        split = "train"  # a single file is one split
-    if split not in splits:
-        raise ValueError(
-            f"Preference dataset {name} has splits {sorted(splits)}; expected '{split}' (--preference_split)."
-        )
-    dataset = splits[split]
-    missing = [column for column in ("chosen", "rejected") if column not in dataset.column_names]
-    if missing:
-        raise ValueError(
-            f"Preference dataset {name} has columns {dataset.column_names}; expected {missing} (TRL's preference "
-            "format: 'prompt', 'chosen', 'rejected', as text or chat messages)."
-        )
-    if len(dataset) == 0:
-        raise ValueError(f"Preference dataset {name} has no rows in split '{split}'.")
-    return dataset
-
-
-@dataclass
-class PreferenceDataArguments(RecipeArguments):
-    """Recipe arguments for DPO: those of every recipe, plus an optional existing preference dataset."""
-
-    preference_dataset: str | None = field(
-        default=None,
-        metadata={
-            "help": "Existing preference pairs (prompt/chosen/rejected) to train on offline: a hub id or a JSON/JSONL/"
-            "parquet/CSV file. Unset: the verifier labels pairs sampled from the policy, round after round."
-        },
-    )
-    preference_dataset_config: str | None = field(
-        default=None, metadata={"help": "Hub configuration of --preference_dataset."}
-    )
-    preference_split: str = field(default="train", metadata={"help": "Split of --preference_dataset to train on."})
-
-
-def load_preference_data(script_args: PreferenceDataArguments) -> Dataset | None:
-    """`--preference_dataset`, checked, or None when unset; a recipe calls it before any model loads."""
-    if script_args.preference_dataset is None:
-        return None
-    try:
-        return load_preference_dataset(
-            script_args.preference_dataset, script_args.preference_dataset_config, script_args.preference_split
-        )
-    except (FileNotFoundError, ValueError) as error:
-        raise RecipeError(str(error)) from error
+    write_atomic(path, lambda temporary: dataset.to_parquet(str(temporary)))

@@ -60,19 +60,6 @@ class RAFTConfig(SampledRoundsConfig, SFTConfig):
     > (then on the prompt too).
     """
 
-    # Parameters whose default values are overridden from SFTConfig
-    num_train_epochs: float = field(
-        default=1.0,
-        metadata={"help": "SFT epochs over each cycle's selected samples."},
-    )
-    save_strategy: str = field(
-        default="no",
-        metadata={
-            "help": "Must be 'no': RAFT checkpoints once per cycle, in output_dir/checkpoint-<cycle>, with the "
-            "cycle's samples and selection."
-        },
-    )
-
     # Cycles
     num_cycles: int = field(default=4, metadata={"help": "Number of generate -> score -> select -> fine-tune cycles."})
     prompts_per_cycle: int = field(
@@ -114,6 +101,9 @@ class RAFTConfig(SampledRoundsConfig, SFTConfig):
         """The lowest reward a selected sample may have: `min_reward`, else just above `worst_reward`."""
         return self.min_reward if self.min_reward is not None else float(np.nextafter(self.worst_reward, np.inf))
 
+    def round_counts(self) -> tuple[int, int]:
+        return self.num_cycles, self.prompts_per_cycle
+
     def __post_init__(self):
         super().__post_init__()
         problems = self.sampling_problems("cycle")
@@ -130,5 +120,4 @@ class RAFTConfig(SampledRoundsConfig, SFTConfig):
                 f"save_strategy must be 'no' (got '{SaveStrategy(self.save_strategy).value}'): RAFT saves a "
                 "checkpoint after every cycle (output_dir/checkpoint-<cycle>); an SFT phase restarts whole on resume"
             )
-        if problems:
-            raise ValueError("Invalid RAFTConfig: " + "; ".join(problems) + ".")
+        self.raise_problems(problems)

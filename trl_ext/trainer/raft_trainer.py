@@ -4,9 +4,10 @@ Each cycle samples K completions for M prompts from the model being trained, sco
 (TRL's signature, several with weights), keeps the best (`trl_ext.trainer.selection`), and fine-tunes on the kept
 samples' exact tokens; the next cycle samples from the updated model. No reference, value or reward model is loaded.
 
-`RAFTTrainer` is TRL's `SFTTrainer` whose `train()` runs the cycles (`trl_ext.trainer.rounds`): each SFT phase is one
-`Trainer.train()` call on that cycle's samples, so SFT options, PEFT, quantization, callbacks and W&B logging work as
-they do for SFT.
+`RAFTTrainer` is TRL's `SFTTrainer` whose `train()` runs the cycles: the loop (`trl_ext.trainer.rounds.SampledRounds`)
+samples, scores and checkpoints, and hands each cycle to `RAFTTrainer`'s step, which selects and fine-tunes. Each SFT
+phase is one `Trainer.train()` call on that cycle's samples, so SFT options, PEFT, quantization, callbacks and W&B
+logging work as they do for SFT.
 
 What a run leaves under `output_dir`, every file written to a temporary name and renamed into place:
 
@@ -23,22 +24,35 @@ samples and selection when they are on disk, so a SIGKILL loses at most the phas
 
 from __future__ import annotations
 
+import functools
 import math
-import os
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from datasets import Dataset
+from transformers.trainer_utils import TrainOutput
 from trl import SFTTrainer
 
+from trl_ext.trainer import compat
+from trl_ext.trainer.files import write_atomic
 from trl_ext.trainer.raft_config import RAFTConfig
-from trl_ext.trainer.rounds import SampledRoundsTrainer, nanmean, sample_metrics
+from trl_ext.trainer.rounds import (
+    ResumeFrom,
+    Round,
+    RoundNames,
+    RoundStep,
+    SampledRounds,
+    nanmean,
+    rounds_config,
+    sample_metrics,
+)
 from trl_ext.trainer.sampling import SampleSet
 from trl_ext.trainer.selection import Eligibility, select
 
 STATE_FILE = "raft_state.json"
+SELECTED_FILE = "selected.parquet"  # in each checkpoint-<cycle>/: the samples the cycle fine-tuned on
+RAFT_CYCLES = RoundNames(unit="cycle", phase="sft", log_prefix="raft", print_tag="raft", state_file=STATE_FILE)
 
 
 def cycle_metrics(
@@ -67,87 +81,85 @@ def cycle_metrics(
     return metrics
 
 
-class RAFTTrainer(SampledRoundsTrainer, SFTTrainer):
+class RAFTTrainer(SFTTrainer):
     """RAFT: sample, score, select the best, fine-tune on them; repeat for `args.num_cycles` cycles.
 
-    Args:
-        model: a model id or path (loaded with `args.model_init_kwargs` and `quantization_config`), or a model.
-        reward_funcs: one or more callables with TRL's reward signature, `f(completions, **kwargs) -> list[float |
-            None]`; they get the prompt dataset's columns as keyword arguments, as in `GRPOTrainer`.
-        args: a `RAFTConfig`.
-        train_dataset: the prompts, a `datasets.Dataset` with a `prompt` column (text or chat messages).
-        eval_dataset: optional SFT evaluation data (any format `SFTTrainer` takes), used per `args.eval_strategy`.
-        processing_class: the tokenizer (loaded from the model when None).
-        callbacks, peft_config, quantization_config: as for `SFTTrainer`.
+    `model` is a model id or path (loaded with `args.model_init_kwargs` and `quantization_config`) or a model;
+    `reward_funcs` one or more callables with TRL's reward signature, `f(completions, **kwargs) -> list[float |
+    None]`, which get the prompt dataset's columns as keyword arguments, as in `GRPOTrainer`; `args` a `RAFTConfig`;
+    `train_dataset` the prompts, a `datasets.Dataset` with a `prompt` column (text or chat messages). Every other
+    argument is `SFTTrainer`'s: `eval_dataset` (SFT evaluation data, per `args.eval_strategy`), `processing_class`
+    (loaded from the model when None), `callbacks`, `peft_config`, `quantization_config`, ..., but not `optimizers`:
+    each cycle starts a fresh optimizer.
+
+    `self.rounds` is the loop (the reward functions and their weights, the completed cycles and their metrics);
+    `self.cycle` counts the completed cycles.
     """
 
     _tag_names = ["trl", "sft", "raft", "trl-ext"]
     _name = "RAFT"
-    config_class = RAFTConfig
-    unit, phase, log_prefix, print_tag, state_file = "cycle", "sft", "raft", "raft", STATE_FILE
 
-    @property
-    def cycle(self) -> int:
-        """Cycles completed."""
-        return self.completed_rounds
+    def __init__(self, model, reward_funcs, args: RAFTConfig | None = None, train_dataset=None, **kwargs):
+        args = rounds_config(type(self), RAFTConfig, args, model, kwargs)
+        step = RoundStep(
+            phase=super().train, log=super().log, learn=self._select_and_fine_tune, summarize=self._summary
+        )
+        self.rounds = SampledRounds(self, RAFT_CYCLES, step, args, train_dataset, reward_funcs)
+        self.generation_count = self.rounds.generation_count
+        super().__init__(model, args=args, train_dataset=train_dataset, **kwargs)
 
-    def _learn(self, cycle, cycle_dir, samples, prompts, times, reused, ignore_keys_for_eval=None) -> dict[str, float]:
-        """Select the best samples (or reuse the saved selection), then fine-tune on them."""
+    def _select_and_fine_tune(self, cycle: Round) -> dict[str, float]:
+        """The cycle's step: select the best samples (or reuse the saved selection), then fine-tune on them."""
+        with cycle.timed("select"):
+            accept = self._selection(cycle)
+        with cycle.timed("sft"):
+            sft = self._fine_tune(cycle, accept)
+        return cycle_metrics(cycle.samples, cycle.eligible, accept, self.rounds.reward_weights) | sft
+
+    def _selection(self, cycle: Round) -> np.ndarray:
+        """(P, K) mask of the samples to fine-tune on: those a killed run saved, else selected (and saved) now."""
+        path = cycle.directory / SELECTED_FILE
+        if cycle.saved(SELECTED_FILE):
+            cycle.reused.append("selection")
+            return _load_selection(path, cycle.samples)
         args = self.args
-        selected_path = cycle_dir / "selected.parquet"
-        started = time.time()
-        eligible = self._eligibility(samples)
-        if self._saved(selected_path):
-            accept = _load_selection(selected_path, samples)
-            reused.append("selection")
-        else:
-            accept = select(
-                args.selection,
-                samples.rewards(self.reward_weights),
-                eligible.mask,
-                np.random.default_rng([args.seed, cycle]),
-                tau=args.reward_threshold,
-                max_per_prompt=args.max_per_prompt,
-                fraction=args.top_fraction,
-                min_reward=args.selection_floor,
-                tie_break=args.tie_break,
-                lengths=samples.lengths,
-            )
-            self._on_main(lambda: _save_selection(selected_path, samples, accept, self.reward_weights))
-        times["select"] = time.time() - started
+        accept = cycle.choose(
+            functools.partial(select, args.selection),
+            tau=args.reward_threshold,
+            max_per_prompt=args.max_per_prompt,
+            fraction=args.top_fraction,
+            min_reward=args.selection_floor,
+        )
+        cycle.on_main(lambda: _save_selection(path, cycle.samples, accept, self.rounds.reward_weights))
+        return accept
 
-        started = time.time()
-        sft = self._fine_tune(samples, accept, ignore_keys_for_eval)
-        times["sft"] = time.time() - started
-        return cycle_metrics(samples, eligible, accept, self.reward_weights) | sft
-
-    def _fine_tune(self, samples: SampleSet, accept: np.ndarray, ignore_keys_for_eval=None) -> dict[str, float]:
+    def _fine_tune(self, cycle: Round, accept: np.ndarray) -> dict[str, float]:
         """One SFT phase on the accepted samples: prompt + completion ids as sampled, loss on the completion."""
-        picked = np.argwhere(accept)
-        if len(picked) == 0:
-            return {"raft/sft_steps": 0.0}
-        k = samples.num_samples
+        samples, k = cycle.samples, cycle.samples.num_samples
         completion_only = self.args.completion_only_loss is not False
         input_ids, labels = [], []
-        for p, s in picked.tolist():
+        for p, s in np.argwhere(accept).tolist():
             prompt, completion = samples.prompt_ids[p], samples.completion_ids[p * k + s]
             input_ids.append(prompt + completion)
             labels.append(([-100] * len(prompt) if completion_only else prompt) + completion)
         dataset = Dataset.from_dict({"input_ids": input_ids, "labels": labels})
-        if not self._skip_prepare_dataset:  # truncation to max_length, packing, shuffling: as SFTTrainer does
-            args = self.args
-            dataset = self._prepare_dataset(dataset, self.processing_class, args, args.packing, None, "train")
-        output = self._train_phase(dataset, ignore_keys_for_eval)
-        metrics = {
-            "raft/sft_loss": float(output.training_loss),
-            "raft/sft_steps": float(output.global_step),
-            "raft/sft_sequences": float(len(dataset)),
-        }
+        if len(dataset) == 0:
+            return cycle.train(dataset, "sequences")
+        # Truncation to max_length, packing, shuffling: as SFTTrainer prepares its own training set
+        metrics = cycle.train(compat.prepare_sft_dataset(self, dataset), "sequences")
         for key in ("entropy", "mean_token_accuracy"):
             values = [entry[key] for entry in self.state.log_history if key in entry]
             if values:
                 metrics[f"raft/sft_{key}"] = float(np.mean(values))
         return metrics
+
+    def train(self, resume_from_checkpoint: ResumeFrom = None, trial=None, ignore_keys_for_eval=None) -> TrainOutput:
+        """Run the cycles left: all, or after the last completed one when resuming (see `SampledRounds.run`)."""
+        return self.rounds.run(resume_from_checkpoint, trial, ignore_keys_for_eval)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """SFT's log, with steps counted across cycles and the cycle each entry belongs to."""
+        self.rounds.log(logs, start_time)
 
     def _prepare_dataset(self, dataset, processing_class, args, packing, formatting_func, dataset_name):
         """Leave the prompt dataset as it is: each cycle's training set is built, tokenized, from its samples."""
@@ -155,24 +167,26 @@ class RAFTTrainer(SampledRoundsTrainer, SFTTrainer):
             return dataset
         return super()._prepare_dataset(dataset, processing_class, args, packing, formatting_func, dataset_name)
 
-    def _print_summary(self, label: str, m: dict, reused: list[str]) -> None:
+    def _summary(self, cycle: Round, m: dict[str, float]) -> str:
         k = self.args.num_generations
         sft = (
             f"SFT loss {m['raft/sft_loss']:.3f} ({m['raft/sft_steps']:.0f} steps)"
             if "raft/sft_loss" in m
             else "no SFT (nothing selected)"
         )
-        self._print(
-            f"[raft] {label}: accepted {m['raft/accepted_samples']:.0f} samples "
-            f"({100 * m['raft/acceptance_rate']:.1f}%), "
+        return (
+            f"accepted {m['raft/accepted_samples']:.0f} samples ({100 * m['raft/acceptance_rate']:.1f}%), "
             f"{100 * m['raft/prompts_with_accept']:.0f}% of prompts | reward mean {m['raft/reward_mean']:.3f}, "
             f"best per prompt {m['raft/reward_max_per_prompt_mean']:.3f}, "
             f"accepted {m.get('raft/accepted_reward_mean', math.nan):.3f} | pass@1 {100 * m['raft/pass@1']:.1f}% "
             f"pass@{k} {100 * m.get(f'raft/pass@{k}', math.nan):.1f}% | tokens {m['raft/generated_tokens']:.0f} -> "
-            f"{m['raft/accepted_tokens']:.0f}, truncated {100 * m['raft/truncated_frac']:.1f}% | {sft} | "
-            f"{self._phase_times(m, ('generate', 'score', 'sft'))}"
-            + (f" | reused {', '.join(reused)}" if reused else "")
+            f"{m['raft/accepted_tokens']:.0f}, truncated {100 * m['raft/truncated_frac']:.1f}% | {sft}"
         )
+
+    @property
+    def cycle(self) -> int:
+        """Cycles completed."""
+        return self.rounds.completed
 
 
 def _save_selection(path: Path, samples: SampleSet, accept: np.ndarray, weights: Sequence[float]) -> None:
@@ -185,9 +199,7 @@ def _save_selection(path: Path, samples: SampleSet, accept: np.ndarray, weights:
         {"prompt_index": (rows // samples.num_samples).tolist()}
         | {name: [values[i] for i in rows] for name, values in columns.items()}
     )
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, temporary)
-    os.replace(temporary, path)
+    write_atomic(path, lambda temporary: pq.write_table(table, temporary))
 
 
 def _load_selection(path: Path, samples: SampleSet) -> np.ndarray:

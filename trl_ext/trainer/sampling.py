@@ -15,11 +15,11 @@ import os
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import numpy as np
 from datasets import Dataset
 
+from trl_ext.trainer.files import write_atomic
 from trl_ext.trainer.generation import generate_samples
 
 # Keyword arguments a TRL trainer passes to reward functions besides the dataset columns; never dataset columns here.
@@ -135,10 +135,7 @@ class SampleSet:
         table = pa.table(self.to_columns(weights))
         names = {"num_samples": str(self.num_samples), "reward_names": ",".join(self.reward_names)}
         table = table.replace_schema_metadata({f"trl_ext.{k}".encode(): v.encode() for k, v in names.items()})
-        path = Path(path)
-        temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        pq.write_table(table, temporary)
-        os.replace(temporary, path)
+        write_atomic(path, lambda temporary: pq.write_table(table, temporary))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SampleSet:
