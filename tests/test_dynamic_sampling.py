@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -385,3 +386,30 @@ def test_the_recipes_take_the_options_and_show_where_they_came_from(tmp_path):
         record = settings.record()
         assert record["group_filter"] == {"value": "all_wrong", "source": "command line"}
         assert record["dynamic_sampling"]["source"] == "command line" and "oversample_factor" not in record
+
+
+@pytest.mark.parametrize("recipe", ["grpo_gsm8k.py", "rloo_gsm8k.py"])
+def test_the_recipes_document_the_options_and_print_them_with_their_sources(recipe, tiny_model_dir, tmp_path):
+    from recipe_runs import launch_recipe
+
+    shown = launch_recipe(recipe, ["--help"], cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    for flag in ("--dynamic_sampling", "--group_filter", "--max_generation_rounds", "--skip_solved_prompts"):
+        assert flag in shown.stdout
+    assert "{zero_std,all_wrong,all_right}" in shown.stdout and "DAPO" in shown.stdout
+
+    config = tmp_path / "run.yaml"
+    config.write_text("max_generation_rounds: 6\n")
+    args = ["--model_name_or_path", str(tiny_model_dir), "--config", str(config), "--dynamic_sampling"]
+    args += ["--group_filter", "all_wrong", "--output_dir", str(tmp_path / "run"), "--report_to", "none"]
+    printed = launch_recipe(recipe, [*args, "--print_config"], cwd=tmp_path)
+    assert printed.returncode == 0, printed.stderr[-3000:]
+    assert re.search(r"^  dynamic_sampling +true  \[command line\]$", printed.stdout, re.M)
+    assert re.search(r'^  group_filter +"all_wrong"  \[command line\]$', printed.stdout, re.M)
+    assert re.search(rf"^  max_generation_rounds +6  \[YAML {re.escape(str(config))}\]$", printed.stdout, re.M)
+
+    refused = launch_recipe(recipe, [*args, "--max_generation_rounds", "0"], cwd=tmp_path)
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert "error: Invalid DynamicSampling" in refused.stderr and "max_generation_rounds must be at least 1" in (
+        refused.stderr
+    )
