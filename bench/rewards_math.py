@@ -1,6 +1,7 @@
 r"""Accuracy and throughput of `rewards.math_answer_reward` against math-verify, TRL's `accuracy_reward` and a
-verl-style `#### N` regex, on (a) GSM8K-style completions built from ../shared/data/gsm8k/test.jsonl and (b) the
-held-out-style answer-checking corpus tests/data/math_corpus.jsonl (public checkers' test suites, real model outputs,
+verl-style `#### N` regex, on (a) GSM8K-style completions built from ../shared/data/gsm8k/test.jsonl (in a clone
+without it, the repository's 200-problem slice tests/data/gsm8k/test_head200.jsonl) and (b) the held-out-style
+answer-checking corpus tests/data/math_corpus.jsonl (public checkers' test suites, real model outputs,
 own category cases; every case names its source).
 
 Every system sees each item once, one call per item, in the main thread (math-verify's and TRL's signal timeouts
@@ -23,7 +24,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-GSM8K_TEST = ROOT.parent / "shared" / "data" / "gsm8k" / "test.jsonl"
+SHARED_GSM8K_TEST = ROOT.parent / "shared" / "data" / "gsm8k" / "test.jsonl"
+GSM8K_TEST = (
+    SHARED_GSM8K_TEST if SHARED_GSM8K_TEST.exists() else ROOT / "tests" / "data" / "gsm8k" / "test_head200.jsonl"
+)
 
 CORPUS = ROOT / "tests" / "data" / "math_corpus.jsonl"
 
@@ -142,9 +146,35 @@ def reset_ours() -> None:
     rewards_math._SYMBOLIC_CACHE.clear()
 
 
+PATHOLOGICAL = {  # unclosed delimiters and markers repeated: what would make a careless extractor quadratic
+    "\\[": 25_000, "\\(": 25_000, "\\boxed{": 7_000, "<answer>": 6_000, "answer is ": 5_000, "$": 50_000,
+    "{": 50_000, "#### ": 10_000, "1 000 ": 8_000, "x = ": 10_000, "1 \\pm ": 5_000,
+}  # fmt: skip
+
+
+def pathological_milliseconds(piece: str, repeats: int) -> float:
+    """CPU milliseconds of one reward call on `piece` repeated (extraction and the fast path run in this process)."""
+    from rewards import math_answer_reward
+
+    start = time.process_time()
+    math_answer_reward([piece * repeats], answer=["#### 7"])
+    return 1000 * (time.process_time() - start)
+
+
+def print_pathological() -> None:
+    """Linear time: four times the text should cost about four times as much (quadratic work: sixteen)."""
+    print(f"\n{'pathological completion':26} {'chars':>7} {'CPU ms':>8} {'4x chars':>9} {'CPU ms':>8} {'ratio':>6}")
+    for piece, repeats in PATHOLOGICAL.items():
+        single, quadruple = pathological_milliseconds(piece, repeats), pathological_milliseconds(piece, 4 * repeats)
+        print(
+            f"{repr(piece) + ' repeated':26} {len(piece) * repeats:7d} {single:8.1f} {4 * len(piece) * repeats:9d} "
+            f"{quadruple:8.1f} {quadruple / max(single, 1e-3):6.1f}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--gsm8k", type=Path, default=GSM8K_TEST)
+    parser.add_argument("--gsm8k", type=Path, default=GSM8K_TEST, help=f"GSM8K JSONL (default {GSM8K_TEST})")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N GSM8K problems")
     args = parser.parse_args()
     logging.disable(logging.WARNING)  # math-verify logs every timeout
@@ -183,6 +213,7 @@ def main() -> None:
                 f"{result['false_negatives']:5d} {result['false_positives']:5d} {result['per_second']:10.0f} "
                 f"{result['per_cpu_second']:10.0f} {result['slowest_ms']:8.1f}"
             )
+    print_pathological()
     print(f"\nload average after: {' '.join(f'{load:.2f}' for load in os.getloadavg())}")
     print("math-verify, TRL and the regex get the bare gold (`18`, `$\\frac{1}{2}$`); ours gets the GSM8K rationale.")
     print("checks/s: wall clock, one thread; per CPU-s: CPU time, ours including its symbolic worker processes.")

@@ -435,19 +435,27 @@ _NOT_A_VALUE = object()
 NEEDS_ORACLE = "needs the oracle"  # a CallTests sample with a result that is not a value: rerun through the oracle
 
 
+_RESULT_KINDS = frozenset({"v", "e", "big", "opaque"})  # what `runs.run_calls` writes after an index
 TRAINER_DECODE_BYTES = 4 << 20  # results of one sample decoded in the trainer; more go to the oracle to decode there
 
 
 def _sandbox_values(results: str, count: int, limits: Limits) -> dict[int, object] | str:
-    """Index -> rebuilt value of each call (first answer per index wins; _NOT_A_VALUE where it raised or was over the
-    cap), or NEEDS_ORACLE if a call returned an object that is not a value, or more than the trainer decodes."""
+    """Index -> rebuilt value of each call (first well-formed answer per index wins; _NOT_A_VALUE where it raised or
+    was over the cap), or NEEDS_ORACLE if a call returned an object that is not a value, or more than the trainer
+    decodes. A line that is not one the sandbox writes (the candidate's own bytes on the channel) is skipped: it can
+    neither pass a test nor spoil the answer that follows it."""
     if len(results) > TRAINER_DECODE_BYTES:
         return NEEDS_ORACLE
     values: dict[int, object] = {}
-    for line in results.splitlines():
+    for line in results.split("\n"):
         index, _, rest = line.partition("\t")
         kind, _, payload = rest.partition("\t")
-        if not index.isdigit() or int(index) >= count or int(index) in values:
+        if (
+            not (index.isascii() and index.isdigit())
+            or int(index) >= count
+            or int(index) in values
+            or kind not in _RESULT_KINDS
+        ):
             continue
         if kind == "opaque":
             return NEEDS_ORACLE
@@ -456,7 +464,7 @@ def _sandbox_values(results: str, count: int, limits: Limits) -> dict[int, objec
             try:
                 value = Decoder().decode(payload)
             except ValueError:
-                pass
+                continue
         elif kind == "big":
             logger.warning("code reward: a result was over Limits.max_output (%d bytes); its test fails",
                            limits.max_output)  # fmt: skip

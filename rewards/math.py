@@ -121,14 +121,20 @@ class Text:
 
 @dataclass(frozen=True, slots=True)
 class Expr:
-    """Anything that needs algebra to compare: radicals, pi, variables, matrices, inequalities."""
+    """Anything that needs algebra to compare: radicals, pi, variables, matrices, inequalities.
+
+    Compared with math-verify/sympy in a worker process (`_SymbolicPool`), within the item's time bound.
+    """
 
     latex: str
 
 
 @dataclass(frozen=True, slots=True)
 class Percent:
-    """`p%`: equal to `p` and to `p/100`."""
+    """`p%`: equal to `p` and to `p/100`.
+
+    So `50%` equals a gold `50` and a gold `0.5`, while a plain `0.5` does not equal `50`.
+    """
 
     plain: Any
     scaled: Any
@@ -184,9 +190,10 @@ _ANSWER_MARKER = re.compile(
 )
 _SENTENCE_END = re.compile(r"[.!?;](?=\s|$)|\n")
 _SIMPLE_SPAN = re.compile(r"[ \t]*(\$?-?\d[\d,]*(?:\.\d+)?)[ \t]*(?:[.!;](?=\s|$)|\n|$)")
-_EXPLANATION = re.compile(
+_EXPLANATION = re.compile(  # a reason after the answer ("34, since ..."), or a closing remark in brackets, not a hedge
     r",?\s+(?:since|because|as\s+(?:shown|computed|calculated)|which|so\s+that|where|given|but|therefore|thus|hence|"
-    r"i\.e\.|that\s+is|I\s+hope|not|rather\s+than|instead\s+of)\b|\s+\((?!(?:or|and|maybe|perhaps|possibly|alternatively|either|otherwise)\b)(?=[A-Za-z]{2,}[\s)])[^()]*\)\s*$",
+    r"i\.e\.|that\s+is|I\s+hope|not|rather\s+than|instead\s+of)\b"
+    r"|\s+\((?!(?:or|and|maybe|perhaps|possibly|alternatively|either|otherwise)\b)(?=[A-Za-z]{2,}[\s)])[^()]*\)\s*$",
     re.IGNORECASE,
 )
 _LEADING_PROSE = re.compile(r"^(?:(?!negative\b|minus\b)[A-Za-z][a-z']+\s+)+(?=[-+\d(\[$\\])")
@@ -607,41 +614,41 @@ _LATEX_REWRITES = [
         re.compile(r"\\\\(?=(?:[dtc]?frac|sqrt|left|right|boxed|text|mathrm|pi|cdot|times|infty|pm)(?![a-zA-Z]))"),
         r"\\",
     ),
-    (re.compile(r"\\(?:left|right)\s*\."), ""),
-    (re.compile(r"\\(?:left|right|[bB]igg?[lr]?|displaystyle|textstyle|scriptstyle|limits)(?![a-zA-Z])"), ""),
+    (re.compile(r"\\(?:left|right)\s*\."), r""),
+    (re.compile(r"\\(?:left|right|[bB]igg?[lr]?|displaystyle|textstyle|scriptstyle|limits)(?![a-zA-Z])"), r""),
     (re.compile(r"\\[dtc]frac(?![a-zA-Z])"), r"\\frac"),
-    (re.compile(r"\\langle(?![a-zA-Z])"), "("),
-    (re.compile(r"\\rangle(?![a-zA-Z])"), ")"),
-    (re.compile(r"\{,\}|,\s*\\!\s*"), ","),
-    (re.compile(r"(?<!\\)\\!"), ""),
-    (re.compile(r"(?<!\\)\\(?:[,;: ]|q?quad(?![a-zA-Z]))|~"), " "),
-    (re.compile(r"\\%|\s*\b(?:percent(?:age)?|per\s+cent|pct)\b"), "%"),
-    (re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\circ(?![a-zA-Z])|\\degree(?![a-zA-Z])"), " degrees"),
+    (re.compile(r"\\langle(?![a-zA-Z])"), r"("),
+    (re.compile(r"\\rangle(?![a-zA-Z])"), r")"),
+    (re.compile(r"\{,\}|,\s*\\!\s*"), r","),
+    (re.compile(r"(?<!\\)\\!"), r""),
+    (re.compile(r"(?<!\\)\\(?:[,;: ]|q?quad(?![a-zA-Z]))|~"), r" "),
+    (re.compile(r"\\%|\s*\b(?:percent(?:age)?|per\s+cent|pct)\b"), r"%"),
+    (re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\circ(?![a-zA-Z])|\\degree(?![a-zA-Z])"), r" degrees"),
     (re.compile(r"\\(?:dots|ldots|cdots)(?![a-zA-Z])|\.\.\.+"), r" \\ldots "),
     (re.compile(r"\\(?:le|leqslant|leqq)(?![a-zA-Z])|<="), r" \\leq "),
     (re.compile(r"\\(?:ge|geqslant|geqq)(?![a-zA-Z])|>="), r" \\geq "),
     (re.compile(r"\\ne(?![a-zA-Z])|!="), r" \\neq "),
-    (re.compile(r"\\lt(?![a-zA-Z])"), " < "),
-    (re.compile(r"\\gt(?![a-zA-Z])"), " > "),
+    (re.compile(r"\\lt(?![a-zA-Z])"), r" < "),
+    (re.compile(r"\\gt(?![a-zA-Z])"), r" > "),
     (re.compile(r"\\(?:varnothing|emptyset)(?![a-zA-Z])|\\\{\s*\\\}"), r"\\emptyset"),
     (re.compile(r"(?<![A-Za-z\\])sqrt\s*\(([^()]*)\)"), r"\\sqrt{\1}"),
     (re.compile(r"(?<![A-Za-z\\])pi(?![A-Za-z])"), r"\\pi "),
     (re.compile(r"(?<![a-zA-Z\\])(?:infinity|inf|oo)(?![a-zA-Z])|\\infty(?![a-zA-Z])"), r"\\infty"),
-    (re.compile(r"\s*\\(?:pmod\s*\{[^{}]*\}|bmod\s*\d+|mod\s*\d+)|^\s*\\equiv"), ""),
+    (re.compile(r"\s*\\(?:pmod\s*\{[^{}]*\}|bmod\s*\d+|mod\s*\d+)|^\s*\\equiv"), r""),
     (re.compile(r"(?<=[)\]])\s*(?:U|\\cup)\s*(?=[(\[])"), r" \\cup "),
-    (re.compile(r"\\\$|(?<!\\)\$"), " "),
-    (re.compile(r"\*\*|`"), ""),
-    (re.compile(r"\b(?:negative|minus)\s+(?=\d)", re.IGNORECASE), "-"),
-    (re.compile(r"\s*\^\s*"), "^"),
+    (re.compile(r"\\\$|(?<!\\)\$"), r" "),
+    (re.compile(r"\*\*|`"), r""),
+    (re.compile(r"\b(?:negative|minus)\s+(?=\d)", re.IGNORECASE), r"-"),
+    (re.compile(r"\s*\^\s*"), r"^"),
     (
         re.compile(r"(?<![\d.(\[{])(-?[1-9]\d{0,2})((?:,\d{3})+)(?![\d,])"),
-        lambda m: m.group(1) + m.group(2).replace(",", ""),
+        lambda m: m.group(1) + m.group(2).replace(",", r""),
     ),
     (
         re.compile(r"(?<![\d.,])([1-9]\d{0,2})((?: \d{3})+)(?![\d,/])"),
-        lambda m: m.group(1) + m.group(2).replace(" ", ""),
+        lambda m: m.group(1) + m.group(2).replace(" ", r""),
     ),
-    (re.compile(r"\s+"), " "),
+    (re.compile(r"\s+"), r" "),
     (re.compile(r"(?<!\\)\{ | (?<!\\)(?=\})"), lambda m: m.group().strip()),
 ]
 _TEXT_WRAPPER = re.compile(

@@ -50,3 +50,21 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     finally:
         if previous is not None:
             os.environ["TRL_EXT_CACHE"] = previous
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    """A two-worker code sandbox shared by a module's tests (modules that need other limits define their own)."""
+    from rewards.sandbox import Sandbox
+
+    box = Sandbox(workers=2).start()
+    yield box
+    box.close()
+
+
+@pytest.fixture
+def fresh_code_cache() -> None:
+    """Empties the code reward's result cache, so that every test really runs its programs."""
+    from rewards import code as code_module
+
+    code_module._cache.clear()

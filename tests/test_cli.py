@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from trl_ext import cli
-from trl_ext.platform.detect import Platform
+from trl_ext.platform.detect import Platform, detect_platform
 from trl_ext.platform.launch import (
     CONFIG_DIR,
     build_launch_command,
@@ -19,7 +19,7 @@ from trl_ext.platform.launch import (
     without_expandable_segments,
 )
 from trl_ext.platform.memory import GIB
-from trl_ext.platform.presets import PRESETS
+from trl_ext.platform.presets import PRESETS, resolve_preset
 
 QWEN25_05B = dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
                   num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True, model_type="qwen2")  # fmt: skip
@@ -59,7 +59,9 @@ def test_env_json_recommends_a_preset_for_a_model(capsys, config_json):
     assert cli.main(["env", "--json", "--model", config_json, "--method", "sft"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["platform"]["backend"] == "cpu" and report["accelerate_config"] is None
-    assert report["preset"]["name"] == "cpu" and report["preset"]["estimated_peak_gib"] > 0
+    planned = resolve_preset("cpu", config_json, "sft", detect_platform())  # what the planner says for this model
+    assert report["preset"]["name"] == "cpu"
+    assert report["preset"]["estimated_peak_gib"] == round(planned.estimate.peak_bytes / GIB, 2)
 
 
 def test_plan_on_cpu_lists_every_preset(capsys, config_json):
@@ -76,7 +78,9 @@ def test_plan_for_a_hypothetical_gpu(capsys, config_json):
     out = capsys.readouterr().out
     assert "\ncpu " not in out and "hypothetical 24 GiB GPU" in out and "vllm 0." in out
     picked = [line for line in out.splitlines() if line.startswith("* --preset auto picks ")]
-    assert len(picked) == 1 and picked[0].split()[-1] in PRESETS
+    # the unified-memory preset is not for a discrete GPU; of the rest, the most capable fits a 0.5B model
+    assert picked == ["* --preset auto picks full-80gb"]
+    assert [line.split()[1] for line in out.splitlines() if line.startswith("full-80gb")] == ["*"]
 
 
 def test_plan_errors_say_what_to_fix(capsys, tmp_path):

@@ -4,6 +4,7 @@ import json
 import os
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from recipe_runs import launch_recipe
 
@@ -35,7 +36,8 @@ def test_rounds_then_offline_dpo_on_their_pairs(tiny_model_dir, tmp_path):
     assert "[dpo] round 1/1:" in log and "[dpo] accuracy" in log
     pairs = tmp_path / "rounds" / "checkpoint-1" / "pairs.parquet"
     state = json.loads((tmp_path / "rounds" / "dpo_rounds_state.json").read_text())
-    assert state["completed_rounds"] == 1 and state["rounds"][0]["dpo_rounds/pairs"] > 0
+    saved_pairs = pq.read_metadata(pairs).num_rows
+    assert state["completed_rounds"] == 1 and state["rounds"][0]["dpo_rounds/pairs"] == saved_pairs > 0
 
     offline = ["--preference_dataset", str(pairs), "--max_steps", "2", "--output_dir", str(tmp_path / "offline")]
     log = launch(model + offline, tmp_path)

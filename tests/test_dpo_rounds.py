@@ -68,7 +68,9 @@ def test_rounds_save_pairs_and_use_the_round_start_policy_as_reference(tiny_mode
         assert (round_dir / "model" / "model.safetensors").exists() and (round_dir / "metrics.json").exists()
         samples = SampleSet.load(round_dir / "samples.parquet")
         pairs = Dataset.from_parquet(str(round_dir / "pairs.parquet"))
-        assert len(pairs) > 0
+        parity = np.array([len(text) % 2 == 0 for text in samples.completions]).reshape(-1, samples.num_samples)
+        mixed = int((parity.any(axis=1) & ~parity.all(axis=1)).sum())  # prompts with an even and an odd sample
+        assert len(pairs) == mixed > 0  # best vs worst: one pair for each of them
         assert all(c > r for c, r in zip(pairs["chosen_reward"], pairs["rejected_reward"], strict=True))
         for row in pairs:  # trained on the sampled ids, which are the ones the rewards were given to
             p = samples.prompt_rows.index(row["prompt_row"])
@@ -82,8 +84,12 @@ def test_rounds_save_pairs_and_use_the_round_start_policy_as_reference(tiny_mode
     assert not rows[0] & rows[1]
 
     steps = {r: [e for e in logs.entries if e.get("dpo_rounds/round") == r and "rewards/chosen" in e] for r in (1, 2)}
-    # The policy moved during round 1: measured against round 1's reference, its implicit rewards are far from 0 ...
-    assert abs(steps[1][-1]["rewards/margins"]) > 1e-3 or abs(steps[1][-1]["rewards/chosen"]) > 1e-3
+    # Round 1 starts with policy == reference (implicit rewards 0); by its last step the policy has moved, so both
+    # the chosen and the rejected implicit rewards are far from 0, and the margin is their difference ...
+    first, last = steps[1][0], steps[1][-1]
+    assert abs(first["rewards/chosen"]) < 1e-4 and abs(first["rewards/rejected"]) < 1e-4
+    assert abs(last["rewards/chosen"]) > 1e-3 and abs(last["rewards/rejected"]) > 1e-3
+    assert last["rewards/margins"] == pytest.approx(last["rewards/chosen"] - last["rewards/rejected"], abs=1e-6)
     # ... but round 2 starts with policy == reference: the first step's implicit rewards are 0 (a stale reference,
     # the initial model, would give round 1's size here).
     assert abs(steps[2][0]["rewards/chosen"]) < 1e-4 and abs(steps[2][0]["rewards/rejected"]) < 1e-4

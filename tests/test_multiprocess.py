@@ -129,6 +129,24 @@ def rescore(recipe: str, argv: list[str], model_dir: Path, tmp_path: Path) -> fl
     return sum(r.accuracy * r.num_problems for r in results) / sum(r.num_problems for r in results)
 
 
+def expected_steps(flags: list[str], output_dir: Path) -> int:
+    """`--max_steps` for the online methods; for the rounds methods, what their phases ran by the state file (each
+    round's own count, summed, and at least one step: every phase of these short runs has data)."""
+    if "--max_steps" in flags:
+        return int(flags[flags.index("--max_steps") + 1])
+    (state_path,) = [
+        output_dir / name for name in ("raft_state.json", "dpo_rounds_state.json") if (output_dir / name).exists()
+    ]
+    state = json.loads(state_path.read_text())
+    unit, phase, prefix = (
+        ("cycle", "sft", "raft") if state_path.name.startswith("raft") else ("round", "dpo", "dpo_rounds")
+    )
+    per_round = [int(metrics[f"{prefix}/{phase}_steps"]) for metrics in state[f"{unit}s"]]
+    assert len(per_round) == state[f"num_{unit}s"] and min(per_round) > 0, per_round
+    assert state[f"{phase}_steps"] == sum(per_round)
+    return sum(per_round)
+
+
 def writes_by(audit_dir: Path, rank: int) -> list[str]:
     log = audit_dir / f"rank-{rank}.log"
     return log.read_text().splitlines() if log.exists() else []
@@ -145,7 +163,7 @@ def test_every_recipe_runs_on_two_processes(recipe, embedded_model_dir, tmp_path
     record = json.loads((tmp_path / "run" / "eval_results.json").read_text())
     processes = record["processes"]
     steps = processes["optimizer_steps"]
-    assert len(steps) == PROCESSES and len(set(steps)) == 1 and steps[0] > 0, steps
+    assert steps == [expected_steps(flags, tmp_path / "run")] * PROCESSES, steps
     for label, shares in processes["eval_problems"].items():  # each process scored its own half
         assert shares == [problems // PROCESSES] * PROCESSES, (label, shares)
     completions = processes["completions"]

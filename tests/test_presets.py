@@ -257,8 +257,11 @@ def test_unknown_names_list_the_valid_ones():
 
 
 def test_to_dict_carries_the_estimate(model_dir):
-    summary = resolve_preset("auto", model_dir(QWEN25_05B), "grpo", gpu(24)).to_dict()
-    assert summary["name"] == "full-80gb" and summary["estimated_peak_gib"] > 1
+    chosen = resolve_preset("auto", model_dir(QWEN25_05B), "grpo", gpu(24))
+    summary = chosen.to_dict()
+    assert summary["name"] == "full-80gb"  # a 0.5B model fits the most capable GPU preset in 90% of 24 GiB
+    assert summary["estimated_peak_gib"] == round(chosen.estimate.peak_bytes / GIB, 2)
+    assert summary["estimated_phase"] == chosen.estimate.phase and summary["micro_batch"] == chosen.micro_batch
     json.dumps(summary)
 
 

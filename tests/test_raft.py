@@ -214,7 +214,12 @@ def test_cycles_train_on_the_selected_samples_exact_tokens_and_leave_every_artif
         samples = SampleSet.load(directory / "samples.parquet")
         assert samples.num_prompts == 4 and samples.num_samples == 4 and samples.reward_names == ["length_reward"]
         assert metrics["raft/generated_tokens"] == samples.lengths.sum()
-        assert AutoModelForCausalLM.from_pretrained(directory / "model") is not None
+    models = {cycle: AutoModelForCausalLM.from_pretrained(tmp_path / f"checkpoint-{cycle}/model") for cycle in (1, 2)}
+    saved = {cycle: dict(model.named_parameters()) for cycle, model in models.items()}
+    final = dict(trainer.model.named_parameters())
+    assert all(torch.equal(saved[2][name], final[name].detach()) for name in final)  # the last cycle saves the policy
+    for earlier, later in ((before, saved[1]), (saved[1], saved[2])):  # and each cycle's SFT phase moved it
+        assert any(not torch.equal(earlier[name], later[name]) for name in final)
     first = SampleSet.load(tmp_path / "checkpoint-1/samples.parquet").prompt_rows
     second = SampleSet.load(tmp_path / "checkpoint-2/samples.parquet").prompt_rows
     assert not set(first) & set(second)  # a cycle draws prompts the previous cycle did not use

@@ -59,4 +59,6 @@ def test_code_recipe_scores_programs_in_the_sandbox(tmp_path):
     assert "embedded-code-tasks" in result.stdout and "[raft] cycle 1/1: accepted" in result.stdout
     samples = pq.read_table(output_dir / "checkpoint-1/samples.parquet").to_pydict()
     assert len(samples["rewards/code_reward"]) == 8 * 4  # 8 tasks x 4 programs, each run against its tests
-    assert all(r is None or 0.0 <= r <= 1.0 for r in samples["rewards/code_reward"])
+    # No sandbox failure (None), and each reward is a pass fraction: a whole number of the task's 3 or 4 tests
+    fractions = {round(passed / tests, 6) for tests in (3, 4) for passed in range(tests + 1)}
+    assert {round(r, 6) for r in samples["rewards/code_reward"]} <= fractions

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from sandbox_helpers import CountingSandbox
 
 from rewards import code as code_module
 from rewards.code import (
@@ -30,16 +30,7 @@ HUMANEVAL = Path(__file__).parent / "data" / "humaneval" / "HumanEval.jsonl.gz" 
 LIMITS = Limits(timeout=3.0, compile_timeout=20.0)
 
 
-@pytest.fixture(scope="module")
-def sandbox():
-    box = Sandbox(workers=2).start()
-    yield box
-    box.close()
-
-
-@pytest.fixture(autouse=True)
-def fresh_cache():
-    code_module._cache.clear()
+pytestmark = pytest.mark.usefixtures("fresh_code_cache")
 
 
 def run(code, tests, language="python", sandbox=None, **kwargs):
@@ -368,18 +359,6 @@ def test_concurrent_callers_from_threads(sandbox):
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(call, range(4)))
     assert results == [[0.0, 0.0, 1.0, 0.0, 0.0]] * 4
-
-
-class CountingSandbox(Sandbox):
-    def __init__(self):
-        super().__init__(workers=2)
-        self.jobs = 0
-        self.lock = threading.Lock()
-
-    def run(self, job, timeout):
-        with self.lock:
-            self.jobs += 1
-        return super().run(job, timeout)
 
 
 def test_repeated_completions_run_once():

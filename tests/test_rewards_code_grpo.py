@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 from pathlib import Path
 
 import pytest
+from sandbox_helpers import CountingSandbox
 
 from rewards import code as code_module
 from rewards.code import make_code_reward, score, validate_rows
-from rewards.sandbox import Limits, Sandbox
+from rewards.sandbox import Limits
 
 CODE_TASKS = Path(__file__).resolve().parents[1] / "trl_ext" / "data" / "tasks" / "code_tasks.jsonl"
 LIMITS = Limits(timeout=3.0)
@@ -19,18 +19,6 @@ LIMITS = Limits(timeout=3.0)
 
 def code_tasks() -> list[dict]:
     return [json.loads(line) for line in CODE_TASKS.read_text().splitlines()]
-
-
-class CountingSandbox(Sandbox):
-    def __init__(self):
-        super().__init__(workers=2)
-        self.jobs = 0
-        self.lock = threading.Lock()
-
-    def run(self, job, timeout):
-        with self.lock:
-            self.jobs += 1
-        return super().run(job, timeout)
 
 
 @pytest.fixture(scope="module")

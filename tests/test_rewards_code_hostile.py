@@ -225,6 +225,14 @@ CASES = [
         ["assert f() == 1", "assert f() == 2"],
         0.5,
     ),
+    Case(  # each line claims call 0 or 1 but is none the sandbox writes: the genuine answers after them still count
+        "malformed-index-lines-on-the-result-channel",
+        "output flood",
+        "import os\nos.write(3, b'0\\n1\\tzz\\n0\\tv\\t{bad\\n\\xc2\\xb2\\tv\\t1\\n1\\r0\\x1c1\\n')\n"
+        "def f():\n    return 1\n",
+        ["assert f() == 1", "assert f() == 2"],
+        0.5,
+    ),
     # ------------------------------------------------------------------ files
     Case(
         "delete-the-canary",

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 from code_reference import reference_score
 
-from rewards import code as code_module
 from rewards.code import CallTests, OracleTests, plan_tests, score, submit_score
 from rewards.sandbox import Limits, Sandbox
 
@@ -34,16 +33,7 @@ benign = _load_benign()
 BY_NAME = {case.name: case for case in benign.CASES}
 
 
-@pytest.fixture(scope="module")
-def sandbox():
-    box = Sandbox(workers=2).start()
-    yield box
-    box.close()
-
-
-@pytest.fixture(autouse=True)
-def fresh_cache():
-    code_module._cache.clear()
+pytestmark = pytest.mark.usefixtures("fresh_code_cache")
 
 
 def sandbox_scores(cases, box) -> list[float | None]:

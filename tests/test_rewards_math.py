@@ -11,6 +11,7 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -32,7 +33,10 @@ from rewards.math import (
 DATA = Path(__file__).parent / "data"
 GSM8K_SAMPLE = DATA / "gsm8k" / "test_head200.jsonl"  # the first rows of GSM8K's test split (MIT)
 SLOW_SYMBOLIC = r"\sum_{k=1}^{999} k^{999}"  # passes the guards; sympy needs ~15 s for it
-TIME_SLACK_S = 0.75  # scheduling noise on a shared, loaded machine
+# Where a deadline is the behaviour under test, the wall-clock bound is the timeout plus this: an item that misses its
+# deadline runs for the ~15 s sympy needs (or forever, when stuck), while one that keeps it returns at the timeout, so
+# a bound this far above the timeout cannot fail on a loaded machine and still tells the two apart.
+DEADLINE_SLACK_S = 5.0
 
 
 def _load_cases() -> list[tuple]:
@@ -54,8 +58,10 @@ def _score(kind: str, text, gold: str) -> float | None:
 @pytest.fixture(scope="module")
 def warm_pool() -> None:
     """Starts the symbolic worker once, so that per-call timings measure checking, not interpreter start-up."""
+    from rewards.math import _POOL
+
     assert is_equivalent(r"\sqrt{7}", r"\sqrt{7}+0")
-    time.sleep(1.0)  # lets the spare worker finish starting too
+    assert all(worker.wait_ready(time.monotonic() + 60) for worker in _POOL._idle)  # the spare has started too
 
 
 def test_case_table_is_large_and_labelled() -> None:
@@ -65,19 +71,15 @@ def test_case_table_is_large_and_labelled() -> None:
     assert 0.3 < sum(label for *_, label, _ in CASES) / len(CASES) < 0.8
 
 
-def test_case_table_accuracy_and_time_bound(warm_pool) -> None:
-    wrong, slow = [], []
+def test_case_table_accuracy() -> None:
+    """Per-item times are figures, not verdicts: bench/rewards_math.py prints the slowest item."""
+    wrong = []
     for kind, text, gold, label, category in CASES:
-        start = time.perf_counter()
         score = _score(kind, text, gold)
-        elapsed = time.perf_counter() - start
         if score != label:
             wrong.append((category, str(text)[:80], gold[-40:], score, label))
-        if elapsed > DEFAULT_TIMEOUT_S + TIME_SLACK_S:
-            slow.append((category, str(text)[:80], round(elapsed, 2)))
     accuracy = 1 - len(wrong) / len(CASES)
     assert accuracy >= 0.995, f"accuracy {accuracy:.4f}; wrong: {wrong}"
-    assert not slow, slow
 
 
 @pytest.mark.parametrize(
@@ -165,9 +167,8 @@ def test_reward_functions_work_with_trl_naming_and_pickling() -> None:
 def test_reward_never_raises_on_odd_inputs() -> None:
     completions = [None, 12, {"content": None}, [], [{"role": "assistant"}], b"#### 3", "#### 3"]
     rewards = math_answer_reward(completions, answer=["#### 3"] * len(completions))
-    assert len(rewards) == len(completions)
-    assert all(reward in (0.0, 1.0) for reward in rewards)
-    assert rewards[-1] == 1.0
+    # read as "None", "12", "", "", "" (no number 3), then "b'#### 3'" and "#### 3" (both mark a 3)
+    assert rewards == [0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0]
 
 
 def _gsm8k_pairs(limit: int) -> list[tuple[str, str]]:
@@ -196,14 +197,65 @@ def test_fast_path_agrees_with_symbolic_path() -> None:
     assert decided > 700
 
 
+def _clock_reading(monkeypatch, *readings: float) -> None:
+    """`rewards.math` reads its clock exactly these times (one more read fails the test)."""
+    import rewards.math as rewards_math
+
+    clock = iter(readings)
+    monkeypatch.setattr(rewards_math, "time", SimpleNamespace(monotonic=lambda: next(clock)))
+
+
+def _pool_recording(monkeypatch, verdict: bool) -> list[tuple[str, str, float]]:
+    """Stands in for the symbolic worker pool (and empties the verdict cache): records each request and its budget."""
+    import rewards.math as rewards_math
+
+    requests = []
+    monkeypatch.setattr(rewards_math, "_SYMBOLIC_CACHE", {})
+    monkeypatch.setattr(rewards_math._POOL, "compare", lambda *request: requests.append(request) or verdict)
+    return requests
+
+
+def test_the_symbolic_worker_gets_the_time_left_after_extraction(monkeypatch) -> None:
+    requests = _pool_recording(monkeypatch, verdict=True)
+    _clock_reading(monkeypatch, 100.0, 101.5)  # the deadline is set (100 + 2), then read after extraction (101.5)
+    reward = make_math_answer_reward(timeout=2.0)
+    assert reward([r"\boxed{\sqrt{5}}"], solution=[r"\sqrt{5}+0"]) == [1.0]
+    assert requests == [(r"\sqrt{5}", r"\sqrt{5}+0", 0.5)]
+    _clock_reading(monkeypatch, 7.0)  # a cached verdict needs no worker and no time
+    assert reward([r"\boxed{\sqrt{5}}"], solution=[r"\sqrt{5}+0"]) == [1.0] and len(requests) == 1
+    _clock_reading(monkeypatch, 0.0, 0.25)
+    assert is_equivalent(r"\sqrt{6}", r"\sqrt{6}+0", timeout=1.0)
+    assert requests[-1] == (r"\sqrt{6}", r"\sqrt{6}+0", 0.75)
+
+
+def test_an_item_out_of_time_scores_zero_without_asking_a_worker_and_is_not_cached(monkeypatch) -> None:
+    requests = _pool_recording(monkeypatch, verdict=True)
+    _clock_reading(monkeypatch, 100.0, 101.99)  # 10 ms left: below what a worker needs to reply
+    reward = make_math_answer_reward(timeout=2.0)
+    assert reward([r"\boxed{\sqrt{5}}"], solution=[r"\sqrt{5}+0"]) == [0.0] and requests == []
+    _clock_reading(monkeypatch, 100.0, 100.0)  # the same item with its whole budget: asked, since 0.0 was no verdict
+    assert reward([r"\boxed{\sqrt{5}}"], solution=[r"\sqrt{5}+0"]) == [1.0]
+    assert requests == [(r"\sqrt{5}", r"\sqrt{5}+0", 2.0)]
+
+
+def test_a_worker_out_of_time_scores_zero_and_the_item_is_asked_again(monkeypatch) -> None:
+    requests = _pool_recording(monkeypatch, verdict=None)  # the worker ran out of time (or was killed)
+    _clock_reading(monkeypatch, 0.0, 0.0, 0.0, 0.0)
+    assert is_equivalent(r"\sqrt{5}", r"\sqrt{5}+0") is False
+    assert is_equivalent(r"\sqrt{5}", r"\sqrt{5}+0") is False
+    assert [budget for *_, budget in requests] == [DEFAULT_TIMEOUT_S, DEFAULT_TIMEOUT_S]
+
+
 def test_symbolic_timeout_in_main_thread(warm_pool) -> None:
     for timeout in (0.5, 1.0):
         start = time.perf_counter()
         assert is_equivalent(SLOW_SYMBOLIC, "1", timeout=timeout) is False
-        assert time.perf_counter() - start < timeout + TIME_SLACK_S
-    start = time.perf_counter()
-    assert is_equivalent(r"\frac{\sqrt{3}}{2}", r"\frac{1}{2}\sqrt{3}")  # the worker survived its timeout
-    assert time.perf_counter() - start < DEFAULT_TIMEOUT_S
+        assert time.perf_counter() - start < timeout + DEADLINE_SLACK_S
+    from rewards.math import _POOL
+
+    survivors = list(_POOL._idle)
+    assert is_equivalent(r"\frac{\sqrt{3}}{2}", r"\frac{1}{2}\sqrt{3}")
+    assert [worker.process.poll() for worker in survivors] == [None] * len(survivors)  # it interrupted itself
 
 
 def test_timeout_in_worker_threads(warm_pool) -> None:
@@ -221,7 +273,7 @@ def test_timeout_in_worker_threads(warm_pool) -> None:
         list(threads.map(check, [1, 3, 5]))  # three slow items at once: starts one worker per thread
         results = list(threads.map(check, range(6)))
     assert [score for score, _ in results] == [1.0, 0.0] * 3
-    assert max(elapsed for _, elapsed in results) < 1.0 + TIME_SLACK_S
+    assert max(elapsed for _, elapsed in results) < 1.0 + DEADLINE_SLACK_S
 
 
 def test_worker_stuck_past_the_deadline_is_killed_and_replaced(warm_pool) -> None:
@@ -235,7 +287,7 @@ def test_worker_stuck_past_the_deadline_is_killed_and_replaced(warm_pool) -> Non
     try:
         start = time.perf_counter()
         assert _POOL.compare(r"\sqrt{2}", r"\sqrt{2}+0", 0.5) is None
-        assert time.perf_counter() - start < 0.5 + TIME_SLACK_S
+        assert time.perf_counter() - start < 0.5 + DEADLINE_SLACK_S  # a stopped worker never answers by itself
     finally:
         for worker in idle:
             if worker.process.poll() is None:
@@ -293,11 +345,15 @@ def test_works_in_a_process_pool() -> None:
     ids=lambda text: repr(text[:12]),
 )
 def test_long_pathological_completions_take_linear_time(text: str) -> None:
-    """Unclosed delimiters repeated thousands of times must not make extraction quadratic."""
-    start = time.perf_counter()
+    """Unclosed delimiters repeated thousands of times must not make extraction quadratic.
+
+    Measured in this process's CPU time, which other processes' load does not inflate: linear work on these 50k
+    characters takes about 20 ms, quadratic work takes seconds. bench/rewards_math.py prints the figures at 1x and 4x.
+    """
+    start = time.process_time()
     assert math_answer_reward([text], answer=["#### 7"]) == [0.0]
     assert is_equivalent(text[:5_000], "7", timeout=1.0) is False
-    assert time.perf_counter() - start < 0.5
+    assert time.process_time() - start < 1.0
 
 
 _MATH_PIECES = st.sampled_from(
@@ -314,7 +370,8 @@ def test_never_raises_and_stays_within_time_bound(warm_pool, text: str, gold: st
     assert answer is None or isinstance(answer, str)
     start = time.perf_counter()
     assert isinstance(is_equivalent(text, gold, timeout=1.0), bool)
-    assert time.perf_counter() - start < 1.0 + TIME_SLACK_S
+    assert time.perf_counter() - start < 1.0 + DEADLINE_SLACK_S
     start = time.perf_counter()
-    assert math_answer_reward([text], answer=[gold])[0] in (0.0, 1.0, None)
-    assert time.perf_counter() - start < DEFAULT_TIMEOUT_S + TIME_SLACK_S
+    score = math_answer_reward([text], answer=[gold])[0]
+    assert score in (0.0, 1.0, None) and (score is None) == (gold_answer(answer=gold) is None)  # None: no gold
+    assert time.perf_counter() - start < DEFAULT_TIMEOUT_S + DEADLINE_SLACK_S

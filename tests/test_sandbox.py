@@ -176,14 +176,14 @@ def test_the_scratch_directory_is_wiped_between_runs(sandbox):
 def test_wall_clock_kill_and_output_cap(sandbox):
     started = time.monotonic()
     assert values_from(sandbox, "import time\ntime.sleep(60)\nx = 1", "x") == [None]
-    assert time.monotonic() - started < LIMITS.timeout + 2
+    # The kill is the behaviour: killed, the run ends ~2 s in; not killed, it sleeps 60 s. A bound of 30 s tells the
+    # two apart and leaves a loaded machine 28 s of scheduling slack.
+    assert time.monotonic() - started < 30
     flood = {"kind": "python_io", "source": "while True: print('x' * 65536)", "inputs": [""],
              "limits": dataclasses.asdict(LIMITS)}  # fmt: skip
-    started = time.monotonic()
     (run,) = sandbox.run(flood, 10)["runs"]
-    assert run["killed"] == "output limit" and run["stdout_truncated"]
+    assert run["killed"] == "output limit" and run["stdout_truncated"]  # the cap, not the timeout, ended it
     assert len(run["stdout"]) == LIMITS.max_output
-    assert time.monotonic() - started < LIMITS.timeout
 
 
 def test_a_dead_worker_scores_none_and_is_restarted():

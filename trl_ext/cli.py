@@ -111,22 +111,12 @@ def _plan_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _hypothetical_gpu(gib: float) -> Platform:
     memory = int(gib * GIB)
-    return Platform(
-        backend="cuda",
-        device_name=f"hypothetical {gib:g} GiB GPU",
-        arch="sm_80",
-        device_count=1,
-        total_memory=memory,
-        memory_budget=memory,
-        is_apu=False,
-        bf16=True,
-        has_bitsandbytes=True,
-        has_vllm=True,
-        has_flash_attn=False,
-        has_deepspeed=True,
-        torch_version="-",
-        runtime_version=None,
-    )
+    return Platform(  # one discrete GPU of `gib`, with every optional package installed
+        backend="cuda", device_name=f"hypothetical {gib:g} GiB GPU", arch="sm_80", device_count=1, is_apu=False,
+        total_memory=memory, memory_budget=memory, bf16=True,
+        has_bitsandbytes=True, has_vllm=True, has_flash_attn=False, has_deepspeed=True,
+        torch_version="-", runtime_version=None,
+    )  # fmt: skip
 
 
 def _run_plan(args: argparse.Namespace) -> int:

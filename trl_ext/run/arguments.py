@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from trl import ScriptArguments
+
+
+def option(default: Any, help: str) -> Any:
+    """A dataclass field as TRL writes them, `field(default=..., metadata={"help": ...})`, in one short call: the
+    default and the text `--help` shows for the flag."""
+    return field(default=default, metadata={"help": help})
 
 
 class RecipeError(ValueError):
@@ -23,74 +30,52 @@ class RecipeArguments(ScriptArguments):
     GSM8K-style problems, built locally.
     """
 
-    question_column: str = field(default="question", metadata={"help": "Dataset column holding the problem."})
-    answer_column: str = field(
-        default="answer", metadata={"help": "Dataset column with the gold answer (GSM8K rationale ending `#### N`)."}
+    question_column: str = option("question", "Dataset column holding the problem.")
+    answer_column: str = option("answer", "Dataset column with the gold answer (GSM8K rationale ending `#### N`).")
+    system_prompt: str | None = option(
+        None,
+        "System prompt asking for reasoning and the answer format (default: the dataset's own). "
+        "Set to an empty string for none.",
     )
-    system_prompt: str | None = field(
-        default=None,
-        metadata={
-            "help": "System prompt asking for reasoning and the answer format (default: the dataset's own). "
-            "Set to an empty string for none."
-        },
+    difficulty: int = option(2, "Difficulty (1-4) of generated problems (no dataset given).")
+    reward_funcs: list[str] | None = option(
+        None,
+        "Reward functions: names exported by `rewards`, or dotted import paths (`pkg.my_reward`); "
+        "default: the task's verifier. The first one also scores the held-out evaluation.",
     )
-    difficulty: int = field(default=2, metadata={"help": "Difficulty (1-4) of generated problems (no dataset given)."})
-    reward_funcs: list[str] | None = field(
-        default=None,
-        metadata={
-            "help": "Reward functions: names exported by `rewards`, or dotted import paths (`pkg.my_reward`); "
-            "default: the task's verifier. The first one also scores the held-out evaluation."
-        },
+    eval_num_problems: int = option(300, "Held-out problems scored before and after.")
+    eval_batch_size: int = option(64, "Prompts per generation batch during evaluation.")
+    eval_max_new_tokens: int | None = option(
+        None, "Generation budget for evaluation (default: the training completion length)."
     )
-    eval_num_problems: int = field(default=300, metadata={"help": "Held-out problems scored before and after."})
-    eval_batch_size: int = field(default=64, metadata={"help": "Prompts per generation batch during evaluation."})
-    eval_max_new_tokens: int | None = field(
-        default=None, metadata={"help": "Generation budget for evaluation (default: the training completion length)."}
+    print_config: bool = option(
+        False,
+        "Print every setting that differs from TRL's default, with where it came from (trl-ext default, "
+        "preset, embedded default, YAML, flag), and exit before any model loads.",
     )
-    print_config: bool = field(
-        default=False,
-        metadata={
-            "help": "Print every setting that differs from TRL's default, with where it came from (trl-ext default, "
-            "preset, embedded default, YAML, flag), and exit before any model loads."
-        },
+    preset: str = option(
+        "auto",
+        "Memory preset (see `trl-ext plan`); `auto` picks the largest that fits the device. "
+        "Explicit flags and YAML values win over it.",
     )
-    preset: str = field(
-        default="auto",
-        metadata={
-            "help": "Memory preset (see `trl-ext plan`); `auto` picks the largest that fits the device. "
-            "Explicit flags and YAML values win over it."
-        },
+    wandb_project: str | None = option(None, "W&B project (default: $WANDB_PROJECT).")
+    eval_before: bool = option(
+        True, "Score the held-out problems before training (false saves that time when runs share a model)."
     )
-    wandb_project: str | None = field(default=None, metadata={"help": "W&B project (default: $WANDB_PROJECT)."})
-    eval_before: bool = field(
-        default=True,
-        metadata={
-            "help": "Score the held-out problems before training (false saves that time when runs share a model)."
-        },
+    budget_seconds: float | None = option(
+        None,
+        "Stop training after this many seconds of it (progress evaluations excluded), to compare methods "
+        "at equal wall-clock; writes progress.json.",
     )
-    budget_seconds: float | None = field(
-        default=None,
-        metadata={
-            "help": "Stop training after this many seconds of it (progress evaluations excluded), to compare methods "
-            "at equal wall-clock; writes progress.json."
-        },
+    budget_tokens: int | None = option(
+        None, "Stop training once the policy generated this many completion tokens; writes progress.json."
     )
-    budget_tokens: int | None = field(
-        default=None,
-        metadata={
-            "help": "Stop training once the policy generated this many completion tokens; writes progress.json."
-        },
+    progress_eval_seconds: float | None = option(
+        None,
+        "Score held-out problems every this many seconds of training: accuracy against time and generated "
+        "tokens goes to progress.json and W&B.",
     )
-    progress_eval_seconds: float | None = field(
-        default=None,
-        metadata={
-            "help": "Score held-out problems every this many seconds of training: accuracy against time and generated "
-            "tokens goes to progress.json and W&B."
-        },
-    )
-    progress_eval_problems: int = field(
-        default=100, metadata={"help": "Held-out problems (the first ones) scored at each progress evaluation."}
-    )
+    progress_eval_problems: int = option(100, "Held-out problems (the first ones) scored at each progress evaluation.")
 
     def __post_init__(self):
         positive = ("budget_seconds", "budget_tokens", "progress_eval_seconds", "progress_eval_problems")

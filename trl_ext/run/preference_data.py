@@ -3,12 +3,12 @@ loads. Unset, DPO rounds label pairs sampled from the policy with a verifier (`t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from datasets import Dataset
 
-from trl_ext.run.arguments import RecipeArguments, RecipeError
+from trl_ext.run.arguments import RecipeArguments, RecipeError, option
 
 
 def load_preference_dataset(name: str, config: str | None = None, split: str = "train") -> Dataset:
@@ -48,17 +48,13 @@ def load_preference_dataset(name: str, config: str | None = None, split: str = "
 class PreferenceDataArguments(RecipeArguments):
     """Recipe arguments for DPO: those of every recipe, plus an optional existing preference dataset."""
 
-    preference_dataset: str | None = field(
-        default=None,
-        metadata={
-            "help": "Existing preference pairs (prompt/chosen/rejected) to train on offline: a hub id or a JSON/JSONL/"
-            "parquet/CSV file. Unset: the verifier labels pairs sampled from the policy, round after round."
-        },
+    preference_dataset: str | None = option(
+        None,
+        "Existing preference pairs (prompt/chosen/rejected) to train on offline: a hub id or a JSON/JSONL/"
+        "parquet/CSV file. Unset: the verifier labels pairs sampled from the policy, round after round.",
     )
-    preference_dataset_config: str | None = field(
-        default=None, metadata={"help": "Hub configuration of --preference_dataset."}
-    )
-    preference_split: str = field(default="train", metadata={"help": "Split of --preference_dataset to train on."})
+    preference_dataset_config: str | None = option(None, "Hub configuration of --preference_dataset.")
+    preference_split: str = option("train", "Split of --preference_dataset to train on.")
 
 
 def load_preference_data(script_args: PreferenceDataArguments) -> Dataset | None:

@@ -87,7 +87,7 @@ class ProgressCallback(TrainerCallback):
 
     `score()` returns held-out accuracy for the model as it is; `trainer` is the trainer this callback is added to
     (`progress.json` goes to its output directory). Call `start()` right before `trainer.train()` and `finish()` right
-    after it.
+    after it. `clock` reads the training clock in seconds (a fake one makes budgets and intervals testable).
     """
 
     trainer: object
@@ -99,11 +99,12 @@ class ProgressCallback(TrainerCallback):
     steps: int = 0
     sampling_steps: list[dict] = field(default_factory=list)  # per optimizer step: step, seconds, running totals
     training_exhausted: bool = False  # read by trainers that run several phases (RAFT, DPO rounds): no next round
+    clock: Callable[[], float] = time.perf_counter
 
     def start(self) -> None:
         self.generated = count_generations(self.trainer)
         self._paused = 0.0
-        self._started = time.perf_counter()
+        self._started = self.clock()
         self._record(*self._position())
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -149,13 +150,13 @@ class ProgressCallback(TrainerCallback):
     def _position(self) -> tuple[float, int]:
         """Training seconds (the slowest process's) and generated tokens (all processes'): the same everywhere."""
         accelerator = self.trainer.accelerator
-        elapsed = time.perf_counter() - self._started - self._paused
+        elapsed = self.clock() - self._started - self._paused
         local = torch.tensor([[elapsed, self.generated.tokens]], dtype=torch.float64, device=accelerator.device)
         gathered = accelerator.gather(local) if accelerator.num_processes > 1 else local
         return float(gathered[:, 0].max()), int(gathered[:, 1].sum())
 
     def _record(self, seconds: float, tokens: int) -> None:
-        paused_at = time.perf_counter()
+        paused_at = self.clock()
         accuracy = self.score()
-        self._paused += time.perf_counter() - paused_at
+        self._paused += self.clock() - paused_at
         self.points.append(ProgressPoint(seconds=seconds, tokens=tokens, step=self.steps, accuracy=accuracy))
