@@ -5,18 +5,18 @@
 
 TRL's `RLOOTrainer` with our reward functions: each completion's advantage is its reward minus the mean reward of
 the other completions of its prompt, and the KL to the reference model (`--beta`) is part of the reward.
-Every RLOOConfig and ModelConfig flag works (LoRA: --use_peft; 4-bit: --load_in_4bit), as in `trl rloo`.
+Every RLOOConfig and ModelConfig flag works (LoRA: --use_peft; 4-bit: --load_in_4bit), as in `trl rloo`, and
+DAPO's dynamic sampling: --dynamic_sampling, --group_filter, --max_generation_rounds, --skip_solved_prompts.
 """
 
-from trl import RLOOConfig, RLOOTrainer
-
 from trl_ext.run import Run, resolve_settings, run_recipe
+from trl_ext.trainer.dynamic_sampling import DynamicSamplingRLOOConfig, DynamicSamplingRLOOTrainer
 
 
 def main() -> None:
-    settings = resolve_settings("rloo", RLOOConfig)  # defaults, preset, YAML, flags: every setting, once
+    settings = resolve_settings("rloo", DynamicSamplingRLOOConfig)  # defaults < preset < YAML < flags
     run = Run.start(settings)  # reward functions, data, model and tokenizer, W&B
-    trainer = RLOOTrainer(reward_funcs=run.reward_funcs, **run.trainer_kwargs())
+    trainer = DynamicSamplingRLOOTrainer(reward_funcs=run.reward_funcs, **run.trainer_kwargs())
     run.train(trainer)  # held-out accuracy before, training, accuracy after, save, W&B summary
 
 

@@ -7,29 +7,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from fake_vllm import FakeVLLM
 from recipe_runs import launch_recipe
 from transformers import TrainerControl
 
 from trl_ext.run.arguments import RecipeArguments, RecipeError
 from trl_ext.run.progress import Budget, ProgressCallback, held_tensor_bytes
 from trl_ext.trainer.generation import GenerationCount
-
-
-class FakeVLLM:
-    """Stands in for TRL's `VLLMGeneration`: completions come back as token ids, `model.generate` is never called."""
-
-    def __init__(self, completion: list[int]):
-        self.completion, self.calls = completion, 0
-
-    def sync_weights(self) -> None:
-        pass
-
-    def generate(self, prompts, images, num_generations, profiler=None):
-        self.calls += 1
-        # `prompts` already holds each prompt num_generations times, as TRL's vLLM generation receives them
-        completions = [list(self.completion) for _ in prompts]
-        logprobs = [[[-1.0] for _ in ids] for ids in completions]
-        return prompts, completions, logprobs, None
 
 
 def test_a_token_budget_ends_a_run_whose_generator_is_not_model_generate(tiny_model_dir, tmp_path):

@@ -36,6 +36,7 @@ def test_importing_the_trainers_loads_nothing_of_the_layers_above(tmp_path):
     code = (
         "import json, sys\n"
         "import trl_ext.trainer.raft_trainer, trl_ext.trainer.ppo_trainer, trl_ext.trainer.dpo_rounds_trainer\n"
+        "import trl_ext.trainer.dynamic_sampling\n"
         "from trl_ext import RAFTTrainer, PPOTrainer, DPORoundsTrainer, RAFTConfig, PPOConfig, DPORoundsConfig\n"
         "print(json.dumps(sorted(m for m in sys.modules if m.startswith('trl_ext'))))\n"
     )

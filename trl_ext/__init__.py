@@ -12,6 +12,15 @@ _LAZY |= {"PPOConfig": "trl_ext.trainer.ppo_config", "PPOTrainer": "trl_ext.trai
 _LAZY |= {"DPORoundsConfig": "trl_ext.trainer.dpo_rounds_config"}
 _LAZY |= {"DPORoundsTrainer": "trl_ext.trainer.dpo_rounds_trainer"}
 _LAZY |= {"ProgressCallback": "trl_ext.run.progress"}
+_LAZY |= dict.fromkeys(
+    [
+        "DynamicSamplingGRPOConfig",
+        "DynamicSamplingGRPOTrainer",
+        "DynamicSamplingRLOOConfig",
+        "DynamicSamplingRLOOTrainer",
+    ],
+    "trl_ext.trainer.dynamic_sampling",
+)
 __all__ = sorted(_LAZY)
 
 

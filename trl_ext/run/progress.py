@@ -11,6 +11,8 @@ Comparing methods fairly means giving each the same budget and watching how fast
 Under several processes every decision is taken on figures all processes share (the slowest process's training
 time, the tokens of all processes), so that all of them stop, and evaluate, at the same step.
 - records the memory the trainer holds (weights of every model, gradients, optimizer state) and the process peak,
+- records, after every optimizer step, the running totals of a trainer that reports them (`sampling_totals()`:
+  dynamic sampling's rounds, groups generated, dropped by each rule and trained on, tokens generated and trained),
 
 and writes `progress.json` next to the model.
 """
@@ -95,6 +97,7 @@ class ProgressCallback(TrainerCallback):
     points: list[ProgressPoint] = field(default_factory=list)
     memory: dict[str, int] = field(default_factory=dict)
     steps: int = 0
+    sampling_steps: list[dict] = field(default_factory=list)  # per optimizer step: step, seconds, running totals
     training_exhausted: bool = False  # read by trainers that run several phases (RAFT, DPO rounds): no next round
     clock: Callable[[], float] = time.perf_counter
 
@@ -109,6 +112,9 @@ class ProgressCallback(TrainerCallback):
         if not self.memory:  # after the first optimizer step: the optimizer state exists
             self.memory = held_tensor_bytes(self.trainer)
         seconds, tokens = self._position()
+        totals = getattr(self.trainer, "sampling_totals", None)
+        if totals is not None and (recorded := totals()) is not None:
+            self.sampling_steps.append({"step": self.steps, "seconds": seconds, **recorded})
         due = self.eval_every_seconds is not None and seconds >= self.points[-1].seconds + self.eval_every_seconds
         if self.budget.spent(seconds, tokens):
             self.training_exhausted = True
@@ -133,6 +139,8 @@ class ProgressCallback(TrainerCallback):
             "peak_bytes": measured_peak_bytes(),
             "device": "cuda" if torch.cuda.is_available() and torch.cuda.is_initialized() else "cpu",
         }
+        if self.sampling_steps:
+            summary["sampling_steps"] = self.sampling_steps
         if self.trainer.accelerator.is_main_process:
             path = Path(self.trainer.args.output_dir) / PROGRESS_FILE
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ import copy
 import functools
 import inspect
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -71,6 +71,16 @@ class Internal:
             if missing:
                 return f"{self.where} no longer contains {missing[0]!r}"
         return None
+
+
+# What `_generate(prompts)` returns in each TRL trainer whose generations dynamic sampling replays, in order.
+GENERATE_FIELDS = {
+    "GRPOTrainer": (
+        "prompt_ids", "completion_ids", "tool_mask", "completions", "logprobs", "extra_fields", "images",
+        "tool_images",
+    ),
+    "RLOOTrainer": ("prompt_ids", "completion_ids", "completions"),
+}  # fmt: skip
 
 
 def _class_attributes(owner: type, names: tuple[str, ...]) -> tuple[Internal, ...]:
@@ -177,15 +187,57 @@ INTERNALS: tuple[Internal, ...] = (
     ),
     Internal(GRPOTrainer, "_is_vlm", "PPO refuses vision-language models", assigned_in="__init__"),
     *_class_attributes(GRPOTrainer, ("_tag_names", "_name", "_paper")),
+    Internal(
+        DistillationTrainer,
+        "_generate",
+        "count_generations counts the completion ids it returns, whatever the backend",
+        parameters=("self", "prompts"),
+        source_contains=("return prompt_ids, completion_ids",),
+    ),
+    # GRPOTrainer and RLOOTrainer (dynamic sampling), and the generators that count_generations wraps
     *(
-        Internal(
-            owner,
-            "_generate",
-            "count_generations counts the completion ids it returns, whatever the backend",
-            parameters=("self", "prompts"),
-            source_contains=("return prompt_ids, completion_ids",),
+        internal
+        for owner in (GRPOTrainer, RLOOTrainer)
+        for internal in (
+            Internal(
+                owner,
+                "_generate",
+                "count_generations counts the completion ids it returns, whatever the backend; dynamic sampling "
+                "generates through it and replays what it returned (GeneratedBatch names its fields)",
+                parameters=("self", "prompts"),
+                source_contains=("return " + ", ".join(GENERATE_FIELDS[owner.__name__]),),
+            ),
+            Internal(
+                owner,
+                "_calculate_rewards",
+                "dynamic sampling scores each round with it (gathered over processes) and replays the kept rewards",
+                parameters=("self", "inputs", "prompts", "completions", "completion_ids_list"),
+                source_contains=("rewards_per_func = gather(rewards_per_func)",),
+            ),
+            Internal(
+                owner,
+                "_generate_and_score_completions",
+                "overridden by dynamic sampling: it builds TRL's training batch from the kept groups only",
+                parameters=("self", "inputs"),
+                source_contains=(
+                    "self._generate(prompts)",
+                    "self._calculate_rewards(inputs, prompts, completions, completion_ids_list)",
+                ),
+            ),
+            Internal(owner, "_metrics", "dynamic sampling logs its metrics through TRL's", assigned_in="__init__"),
+            Internal(
+                owner,
+                "_pending_extra_logs",
+                "dynamic sampling keeps the completions-table columns of the kept samples only",
+                assigned_in="__init__",
+            ),
+            Internal(
+                owner,
+                "reward_weights",
+                "dynamic sampling sums the rewards as TRL does (with the weight of a tool-use reward TRL adds)",
+                assigned_in="__init__",
+            ),
         )
-        for owner in (GRPOTrainer, RLOOTrainer, DistillationTrainer)
     ),
     Internal(
         GRPOConfig,
@@ -264,8 +316,8 @@ def precompute_reference_logps(trainer: DPOTrainer, dataset, model_hash: str, ba
 # -- GRPOTrainer (PPO) ---------------------------------------------------------------------------------------------
 
 
-def grpo_metrics(trainer: GRPOTrainer, mode: str) -> dict[str, list[float]]:
-    """The lists of values GRPO averages into each logged metric in `mode` ("train", "eval")."""
+def grpo_metrics(trainer: GRPOTrainer | RLOOTrainer, mode: str) -> dict[str, list[float]]:
+    """The lists of values GRPO (or RLOO) averages into each logged metric in `mode` ("train", "eval")."""
     return trainer._metrics[mode]
 
 
@@ -355,3 +407,128 @@ def count_generations(trainer) -> GenerationCount:
 
     trainer._generate = counted
     return count
+
+
+# -- GRPOTrainer and RLOOTrainer (dynamic sampling) ----------------------------------------------------------------
+
+
+def moved_message(what: str) -> str:
+    """`what` no longer holds, with the installed TRL version and where to adapt."""
+    import trl
+
+    return f"TRL {trl.__version__}: {what}; trl-ext was written against TRL 1.16 (see trl_ext/trainer/compat.py)"
+
+
+def generate_fields(trainer) -> tuple[str, ...]:
+    """The fields of `trainer._generate`'s result, from the TRL trainer it derives from."""
+    for base in (GRPOTrainer, RLOOTrainer):
+        if isinstance(trainer, base):
+            return GENERATE_FIELDS[base.__name__]
+    raise TypeError(f"{type(trainer).__name__} derives from neither TRL's GRPOTrainer nor its RLOOTrainer")
+
+
+@dataclass(frozen=True)
+class GeneratedBatch:
+    """What `trainer._generate(prompts)` returned for `size` prompts: per-sample lists (token ids, text, masks,
+    log-probs) and per-call values (`tool_images` without tools), by field name."""
+
+    fields: tuple[str, ...]
+    values: tuple
+    size: int
+
+    @classmethod
+    def generate(cls, trainer: GRPOTrainer | RLOOTrainer, prompts: list) -> GeneratedBatch:
+        """Generate for `prompts` through the trainer's own path (transformers, paged or vLLM; counted when
+        `count_generations` wraps it)."""
+        return cls.of(trainer, trainer._generate(prompts), len(prompts))
+
+    @classmethod
+    def of(cls, trainer, result: tuple, size: int) -> GeneratedBatch:
+        fields = generate_fields(trainer)
+        if not isinstance(result, tuple) or len(result) != len(fields):
+            found = len(result) if isinstance(result, tuple) else type(result).__name__
+            what = f"{type(trainer).__name__}._generate returned {found} values, not {fields}"
+            raise RuntimeError(moved_message(what))
+        batch = cls(fields, result, size)
+        if len(batch["completion_ids"]) != size:
+            what = f"_generate returned {len(batch['completion_ids'])} completions for {size} prompts"
+            raise RuntimeError(moved_message(what))
+        return batch
+
+    def __getitem__(self, name: str):
+        return self.values[self.fields.index(name)]
+
+    def select(self, rows: Sequence[int]) -> GeneratedBatch:
+        """The samples at `rows`, in that order."""
+
+        def take(value):
+            if isinstance(value, list) and len(value) == self.size:
+                return [value[row] for row in rows]
+            if isinstance(value, dict):  # a rollout function's extra fields: per-sample lists or per-call values
+                return {key: take(item) for key, item in value.items()}
+            return value  # None, or a per-call value
+
+        return GeneratedBatch(self.fields, tuple(take(value) for value in self.values), len(rows))
+
+    @staticmethod
+    def concatenate(parts: Sequence[GeneratedBatch]) -> GeneratedBatch:
+        """The samples of `parts`, one after the other (every part non-empty)."""
+
+        def join(values: list, sizes: list[int]):
+            if all(isinstance(v, list) and len(v) == n for v, n in zip(values, sizes, strict=True)):
+                return [item for value in values for item in value]
+            if all(isinstance(v, dict) for v in values):
+                return {key: join([v[key] for v in values], sizes) for key in values[0]}
+            return values[0]
+
+        sizes = [part.size for part in parts]
+        values = tuple(join([part.values[i] for part in parts], sizes) for i in range(len(parts[0].fields)))
+        return GeneratedBatch(parts[0].fields, values, sum(sizes))
+
+
+def calculate_rewards(
+    trainer: GRPOTrainer | RLOOTrainer, inputs: list[dict], generated: GeneratedBatch
+) -> torch.Tensor:
+    """Every reward function's reward for every sample of every process, (samples x processes, functions), NaN
+    where a function returned None: TRL's scoring, gathered over processes."""
+    prompts = [row["prompt"] for row in inputs]
+    return trainer._calculate_rewards(inputs, prompts, generated["completions"], generated["completion_ids"])
+
+
+def reward_weights(trainer: GRPOTrainer | RLOOTrainer) -> torch.Tensor:
+    """The weight TRL gives each reward function (one per column of `calculate_rewards`)."""
+    return trainer.reward_weights
+
+
+@contextmanager
+def replaying(trainer, generated: GeneratedBatch, rewards_per_func: torch.Tensor) -> Iterator[None]:
+    """Within: `trainer._generate` returns `generated` and `trainer._calculate_rewards` returns `rewards_per_func`
+    (gathered over processes, as TRL's is), so that TRL's `_generate_and_score_completions` builds its training batch
+    from samples generated and scored before, without generating (or counting) or scoring them again."""
+    patched = ("_generate", "_calculate_rewards")
+    saved = {name: trainer.__dict__[name] for name in patched if name in trainer.__dict__}
+
+    def generate(prompts):
+        if len(prompts) != generated.size:
+            raise RuntimeError(moved_message(f"_generate got {len(prompts)} prompts to replay {generated.size}"))
+        return generated.values
+
+    trainer._generate = generate
+    trainer._calculate_rewards = lambda inputs, prompts, completions, completion_ids_list: rewards_per_func
+    try:
+        yield
+    finally:
+        for name in patched:
+            if name in saved:
+                setattr(trainer, name, saved[name])
+            else:
+                delattr(trainer, name)
+
+
+def keep_extra_log_rows(trainer, rows: Sequence[int], total: int) -> None:
+    """Keep the completions-table columns reward functions logged (`log_extra`) for the samples at `rows` only, when
+    a column holds one value for each of the `total` samples scored, so that the table stays one row per sample."""
+    pending = trainer._pending_extra_logs
+    for column, values in pending.items():
+        if len(values) == total:
+            pending[column] = [values[row] for row in rows]
