@@ -180,10 +180,7 @@ INTERNALS: tuple[Internal, ...] = (
     Internal(GRPOTrainer, "_metrics", "PPO logs its metrics through GRPO's", assigned_in="__init__"),
     Internal(GRPOTrainer, "_logs", "PPO replaces the advantages GRPO logged", assigned_in="__init__"),
     Internal(
-        GRPOTrainer,
-        "num_iterations",
-        "PPO scores as if one iteration followed: it has the old log-probs already",
-        assigned_in="__init__",
+        GRPOTrainer, "num_iterations", "PPO has its old log-probs: scored as one iteration", assigned_in="__init__"
     ),
     Internal(GRPOTrainer, "_is_vlm", "PPO refuses vision-language models", assigned_in="__init__"),
     *_class_attributes(GRPOTrainer, ("_tag_names", "_name", "_paper")),

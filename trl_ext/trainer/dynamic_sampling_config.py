@@ -82,10 +82,11 @@ class DynamicSamplingArguments:
     )
     correct_reward: float = field(
         default=1.0,
-        metadata={
-            "help": "A sample is right when its (weighted, summed) reward is at least this: for group_filter "
-            "all_wrong/all_right and skip_solved_prompts."
-        },
+        metadata={"help": "Weighted reward at which a sample is right (all_wrong, all_right, skip_solved_prompts)."},
+    )
+    solved_streak: int = field(
+        default=2,
+        metadata={"help": "Consecutive fully solved groups that retire a prompt under skip_solved_prompts."},
     )
     skip_solved_prompts: bool = field(
         default=False,
@@ -93,10 +94,6 @@ class DynamicSamplingArguments:
             "help": "Stop drawing prompts that every sample solved the last solved_streak times they were drawn; "
             "the sampler's state is saved with checkpoints."
         },
-    )
-    solved_streak: int = field(
-        default=2,
-        metadata={"help": "Consecutive fully solved groups that retire a prompt under skip_solved_prompts."},
     )
 
     @property
@@ -145,9 +142,6 @@ class DynamicSamplingGRPOConfig(DynamicSamplingArguments, GRPOConfig):
 @dataclass
 class DynamicSamplingRLOOConfig(DynamicSamplingArguments, RLOOConfig):
     r"""
-    [`~trl.RLOOConfig`] with dynamic sampling and solved-prompt skipping, for [`DynamicSamplingRLOOTrainer`].
-
-    Every RLOOConfig option applies. The added parameters are documented in [`DynamicSamplingArguments`]:
-    `dynamic_sampling`, `group_filter`, `max_generation_rounds`, `oversample_factor`, `correct_reward`,
-    `skip_solved_prompts`, `solved_streak`.
+    [`DynamicSamplingGRPOConfig`]'s counterpart for [`DynamicSamplingRLOOTrainer`]: every [`~trl.RLOOConfig`]
+    option, plus those of [`DynamicSamplingArguments`].
     """
