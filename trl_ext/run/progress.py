@@ -30,6 +30,7 @@ from transformers import TrainerCallback
 
 from trl_ext.platform.memory import measured_peak_bytes
 from trl_ext.trainer.compat import count_generations
+from trl_ext.trainer.files import write_atomic
 
 PROGRESS_FILE = "progress.json"
 
@@ -144,7 +145,7 @@ class ProgressCallback(TrainerCallback):
         if self.trainer.accelerator.is_main_process:
             path = Path(self.trainer.args.output_dir) / PROGRESS_FILE
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(summary, indent=2))
+            write_atomic(path, json.dumps(summary, indent=2))
         return summary
 
     def _position(self) -> tuple[float, int]:

@@ -26,7 +26,7 @@ from trl_ext.run.settings import ConfigShown, Settings
 from trl_ext.run.task_data import TaskData, load_task_data
 from trl_ext.run.text import print_on_main
 from trl_ext.trainer.compat import count_generations
-from trl_ext.trainer.rounds import write_atomic
+from trl_ext.trainer.files import write_atomic
 
 WANDB_SERVICE_VARIABLE = "WANDB_SERVICE"  # set in os.environ by W&B while its service process runs
 
